@@ -1,0 +1,49 @@
+"""The composition root: create_app builds everything the service runs on."""
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from service.container import build_services
+from service.db.engine import create_database
+from service.http import ops
+from service.http.middleware import observe
+from service.http.openapi import build
+from service.http.routes import v1
+from service.keys import SERVICES
+from service.settings import Settings, jwt_secret
+
+
+
+
+def package_version() -> str:
+    try:
+        return version("forumbridge")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The aiohttp application; its database opens on start-up and closes on clean-up."""
+    app = web.Application(middlewares=[observe], client_max_size=settings.http.max_body_bytes)
+    db = create_database(settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo)
+    app[SERVICES] = build_services(settings, db, jwt_secret(settings))
+    app["openapi"] = build(v1, package_version())
+    ops.install(app)
+    v1.install(app)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[SERVICES].db.dispose()
+
+    app.cleanup_ctx.append(database)
+    return app
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # aiohttp's own access log would repeat our request line.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

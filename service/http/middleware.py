@@ -1,0 +1,86 @@
+"""The one place where exceptions become HTTP problems, plus request ids, logs and metrics."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from service.errors import DomainError
+from service.http.api import validation_errors
+from service.http.auth import Forbidden, Unauthenticated
+from service.keys import SERVICES
+
+log = logging.getLogger("forumbridge.http")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str | None = None, *, type_: str = "about:blank", **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail is not None:
+        body["detail"] = detail
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return web.json_response(body, status=status, content_type=PROBLEM)
+
+
+def _from_exception(request: web.Request, exc: BaseException) -> web.StreamResponse:
+    if isinstance(exc, DomainError):
+        extra = dict(exc.extra)
+        if "field" in extra and "errors" not in extra:
+            extra["errors"] = [{"field": extra.pop("field"), "message": exc.detail, "type": "value_error"}]
+        extra.pop("field", None)
+        return problem(exc.status, exc.title, exc.detail, type_=exc.type, **extra)
+    if isinstance(exc, ValidationError):
+        errors = validation_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "Invalid input", detail, type_="/problems/validation", errors=errors)
+    if isinstance(exc, Unauthenticated):
+        resp = problem(401, "Unauthorized", f"missing or invalid token: {exc}", type_="/problems/unauthorized")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="forumbridge"'
+        return resp
+    if isinstance(exc, Forbidden):
+        return problem(403, "Forbidden", str(exc), type_="/problems/forbidden")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return problem(413, "Request body too large", f"body: larger than {exc.max_size} bytes" if hasattr(exc, "max_size") else "body: too large", errors=[{"field": "body", "message": "too large", "type": "too_large"}])
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        resp = problem(exc.status, exc.reason, exc.text if exc.text and not exc.text.startswith(str(exc.status)) else None)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return resp
+    log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return problem(500, "Internal server error", f"request {request.get('request_id', '?')} failed; it has been logged")
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Request id, error mapping, one log line and the metrics of every request."""
+    rid = request.headers.get("X-Request-Id", "")
+    rid = rid if REQUEST_ID.match(rid) else uuid.uuid4().hex
+    request["request_id"] = rid
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _from_exception(request, exc)
+    except Exception as exc:  # noqa: BLE001 - the one place that maps every error
+        response = _from_exception(request, exc)
+    elapsed = time.perf_counter() - started
+    response.headers["X-Request-Id"] = rid
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[SERVICES].metrics
+    metrics.requests.labels(route, request.method, str(response.status)).inc()
+    metrics.latency.labels(route, request.method).observe(elapsed)
+    log.info(
+        "%s %s %s %.1fms rid=%s", request.method, request.path_qs[:300], response.status, elapsed * 1000, rid
+    )
+    return response

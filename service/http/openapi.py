@@ -1,0 +1,102 @@
+"""The OpenAPI 3.1 document, made from the endpoints' own pydantic models."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from schemas.common import Problem
+from service.http.api import Api, Endpoint
+
+REF = "#/components/schemas/{model}"
+PARAM = re.compile(r"{(\w+)}")
+
+ERRORS = {
+    "400": "Malformed request",
+    "401": "Missing or invalid token",
+    "403": "The token's roles are not enough",
+    "404": "No such resource",
+    "409": "Conflict, for example a room already booked",
+    "413": "Request body too large",
+    "415": "The body is not JSON",
+    "422": "Invalid input; `errors` names each bad field",
+    "503": "The database is unreachable; try again",
+}
+
+
+def build(api: Api, version: str) -> dict[str, Any]:
+    """Every endpoint of `api` as an OpenAPI 3.1 document."""
+    models: list[tuple[type[BaseModel], str]] = [(Problem, "serialization")]
+    for ep in api.endpoints:
+        if ep.body:
+            models.append((ep.body, "validation"))
+        if ep.response:
+            models.append((ep.response, "serialization"))
+    keys, top = models_json_schema(models, ref_template=REF)
+    schemas = top.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in api.endpoints:
+        paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep, keys)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "forumbridge",
+            "version": version,
+            "description": "Rooms, video conferences, calendars and attendance for hybrid forum meetings.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _operation(ep: Endpoint, keys: dict[Any, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": ep.handler.__name__,
+        "summary": ep.summary,
+        "tags": [ep.tag],
+        "description": f"Needs the role `{ep.role}`.",
+        "parameters": [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+            for n in PARAM.findall(ep.path)
+        ],
+    }
+    if ep.query is not None:
+        schema = ep.query.model_json_schema(by_alias=True)
+        required = set(schema.get("required", []))
+        for name, prop in schema["properties"].items():
+            prop = dict(prop)
+            desc = prop.pop("description", None)
+            param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+            if desc:
+                param["description"] = desc
+            op["parameters"].append(param)
+    if ep.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": keys[(ep.body, "validation")]}},
+        }
+    ok: dict[str, Any] = {"description": "No content" if ep.response is None else "OK"}
+    if ep.response is not None:
+        ok["content"] = {"application/json": {"schema": keys[(ep.response, "serialization")]}}
+    responses: dict[str, Any] = {str(ep.status if ep.response is not None or ep.status != 200 else 204): ok}
+    problem = {"application/problem+json": {"schema": keys[(Problem, "serialization")]}}
+    wanted = ["401", "403", "503"]
+    if ep.body is not None:
+        wanted += ["400", "413", "415", "422"]
+    if ep.query is not None:
+        wanted.append("422")
+    if PARAM.search(ep.path):
+        wanted.append("404")
+    if ep.method in ("POST", "PATCH", "DELETE"):
+        wanted.append("409")
+    for code in sorted(set(wanted)):
+        responses[code] = {"description": ERRORS[code], "content": problem}
+    op["responses"] = responses
+    return op

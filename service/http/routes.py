@@ -1,0 +1,145 @@
+"""The v1 API: each handler parses, calls one use-case, and returns its result."""
+from __future__ import annotations
+
+from schemas import api
+from service.http.api import Api, Ctx
+
+v1 = Api()
+P = "/api/v1"
+
+
+def _directory_routes(name: str, tag: str, create: type, patch: type, out: type) -> None:
+    """The five routes of a directory resource (sites, rooms, people, forums)."""
+    base = f"{P}/{name}"
+
+    async def list_(ctx: Ctx):  # noqa: ANN202
+        return await getattr(ctx.svc.directory, name).list(ctx.query.limit, ctx.query.cursor)
+
+    async def create_(ctx: Ctx):  # noqa: ANN202
+        return await getattr(ctx.svc.directory, name).create(ctx.actor, ctx.body.model_dump())
+
+    async def get_(ctx: Ctx):  # noqa: ANN202
+        return await getattr(ctx.svc.directory, name).get(ctx.ids["id"])
+
+    async def patch_(ctx: Ctx):  # noqa: ANN202
+        return await getattr(ctx.svc.directory, name).update(
+            ctx.actor, ctx.ids["id"], ctx.body.model_dump(exclude_unset=True)
+        )
+
+    async def delete_(ctx: Ctx):  # noqa: ANN202
+        await getattr(ctx.svc.directory, name).delete(ctx.actor, ctx.ids["id"])
+
+    for fn, verb in ((list_, "list"), (create_, "create"), (get_, "get"), (patch_, "update"), (delete_, "delete")):
+        fn.__name__ = f"{verb}_{name}"
+    v1.route("GET", base, summary=f"List {name}", tag=tag, query=api.PageQuery, response=out, paged=True)(list_)
+    v1.route("POST", base, summary=f"Create one of the {name}", tag=tag, role="secretariat", body=create,
+             response=out, status=201)(create_)
+    v1.route("GET", base + "/{id}", summary=f"Read one of the {name}", tag=tag, response=out)(get_)
+    v1.route("PATCH", base + "/{id}", summary=f"Change one of the {name}", tag=tag, role="secretariat",
+             body=patch, response=out)(patch_)
+    v1.route("DELETE", base + "/{id}", summary=f"Delete one of the {name} (refused while it is in use)", tag=tag,
+             role="secretariat", status=204)(delete_)
+
+
+_directory_routes("sites", "directory", api.SiteCreate, api.SitePatch, api.SiteOut)
+_directory_routes("rooms", "directory", api.RoomCreate, api.RoomPatch, api.RoomOut)
+_directory_routes("people", "directory", api.PersonCreate, api.PersonPatch, api.PersonOut)
+_directory_routes("forums", "directory", api.ForumCreate, api.ForumPatch, api.ForumOut)
+
+
+@v1.route("GET", P + "/rooms/{id}/busy", summary="Busy intervals of a room: bookings and calendar events",
+          tag="directory", query=api.BusyQuery, response=api.BusyList)
+async def room_busy(ctx: Ctx) -> api.BusyList:
+    return await ctx.svc.meetings.busy(ctx.ids["id"], ctx.query.from_, ctx.query.to)
+
+
+# -- meetings ------------------------------------------------------------------
+@v1.route("GET", P + "/meetings", summary="List meetings, by forum, status and time window", tag="meetings",
+          query=api.MeetingQuery, response=api.MeetingOut, paged=True)
+async def list_meetings(ctx: Ctx):  # noqa: ANN201
+    return await ctx.svc.meetings.list(ctx.query)
+
+
+@v1.route("POST", P + "/meetings", summary="Book a meeting with its rooms and sessions", tag="meetings",
+          role="secretariat", body=api.MeetingCreate, response=api.MeetingOut, status=201)
+async def create_meeting(ctx: Ctx) -> api.MeetingOut:
+    return await ctx.svc.meetings.create(ctx.actor, ctx.body)
+
+
+@v1.route("GET", P + "/meetings/{id}", summary="Read a meeting", tag="meetings", response=api.MeetingOut)
+async def get_meeting(ctx: Ctx) -> api.MeetingOut:
+    return await ctx.svc.meetings.get(ctx.ids["id"])
+
+
+@v1.route("PATCH", P + "/meetings/{id}", summary="Change or reschedule a meeting", tag="meetings",
+          role="secretariat", body=api.MeetingPatch, response=api.MeetingOut)
+async def update_meeting(ctx: Ctx) -> api.MeetingOut:
+    return await ctx.svc.meetings.update(ctx.actor, ctx.ids["id"], ctx.body)
+
+
+@v1.route("DELETE", P + "/meetings/{id}", summary="Cancel a meeting: it stays, its rooms are freed", tag="meetings",
+          role="secretariat", response=api.MeetingOut)
+async def cancel_meeting(ctx: Ctx) -> api.MeetingOut:
+    return await ctx.svc.meetings.cancel(ctx.actor, ctx.ids["id"])
+
+
+@v1.route("GET", P + "/meetings/{id}/sessions", summary="The sessions of a meeting", tag="meetings",
+          response=api.SessionList)
+async def list_sessions(ctx: Ctx) -> api.SessionList:
+    return api.SessionList(items=await ctx.svc.meetings.list_sessions(ctx.ids["id"]))
+
+
+@v1.route("POST", P + "/meetings/{id}/sessions", summary="Add a session", tag="meetings", role="secretariat",
+          body=api.SessionIn, response=api.SessionOut, status=201)
+async def add_session(ctx: Ctx) -> api.SessionOut:
+    return await ctx.svc.meetings.add_session(ctx.actor, ctx.ids["id"], ctx.body)
+
+
+@v1.route("PATCH", P + "/meetings/{id}/sessions/{sid}", summary="Change a session", tag="meetings",
+          role="secretariat", body=api.SessionPatch, response=api.SessionOut)
+async def update_session(ctx: Ctx) -> api.SessionOut:
+    return await ctx.svc.meetings.update_session(ctx.actor, ctx.ids["id"], ctx.ids["sid"], ctx.body)
+
+
+@v1.route("DELETE", P + "/meetings/{id}/sessions/{sid}", summary="Remove a session", tag="meetings",
+          role="secretariat", status=204)
+async def delete_session(ctx: Ctx) -> None:
+    await ctx.svc.meetings.delete_session(ctx.actor, ctx.ids["id"], ctx.ids["sid"])
+
+
+# -- invitations ---------------------------------------------------------------
+@v1.route("GET", P + "/meetings/{id}/invitations", summary="The invitations of a meeting", tag="invitations",
+          query=api.PageQuery, response=api.InvitationOut, paged=True)
+async def list_invitations(ctx: Ctx):  # noqa: ANN201
+    return await ctx.svc.invitations.list(ctx.ids["id"], ctx.query.limit, ctx.query.cursor)
+
+
+@v1.route("POST", P + "/meetings/{id}/invitations", summary="Invite a person", tag="invitations",
+          role="secretariat", body=api.InvitationCreate, response=api.InvitationOut, status=201)
+async def create_invitation(ctx: Ctx) -> api.InvitationOut:
+    return await ctx.svc.invitations.create(ctx.actor, ctx.ids["id"], ctx.body)
+
+
+@v1.route("GET", P + "/invitations/{id}", summary="Read an invitation", tag="invitations",
+          response=api.InvitationOut)
+async def get_invitation(ctx: Ctx) -> api.InvitationOut:
+    return await ctx.svc.invitations.get(ctx.ids["id"])
+
+
+@v1.route("PATCH", P + "/invitations/{id}", summary="Change an invitation or record its RSVP", tag="invitations",
+          role="secretariat", body=api.InvitationPatch, response=api.InvitationOut)
+async def update_invitation(ctx: Ctx) -> api.InvitationOut:
+    return await ctx.svc.invitations.update(ctx.actor, ctx.ids["id"], ctx.body)
+
+
+@v1.route("DELETE", P + "/invitations/{id}", summary="Withdraw an invitation", tag="invitations",
+          role="secretariat", status=204)
+async def delete_invitation(ctx: Ctx) -> None:
+    await ctx.svc.invitations.delete(ctx.actor, ctx.ids["id"])
+
+
+# -- audit ---------------------------------------------------------------------
+@v1.route("GET", P + "/audit", summary="The audit log: who changed what, when", tag="audit", role="secretariat",
+          query=api.AuditQuery, response=api.AuditOut, paged=True)
+async def list_audit(ctx: Ctx):  # noqa: ANN201
+    return await ctx.svc.audit.list(ctx.query)

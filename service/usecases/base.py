@@ -1,0 +1,127 @@
+"""Unit of work, the acting user, and keyset paging shared by the use-cases."""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Sequence
+
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.engine import Database
+from service.db.models import AuditEntry
+from service.errors import Invalid, Unavailable
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: the token's `sub`, or a system component."""
+
+    sub: str
+    roles: frozenset[str] = frozenset()
+
+
+SYSTEM = Actor("system", frozenset({"secretariat"}))
+
+
+class UnitOfWork:
+    """One transaction: rolled back unless `commit` was called.
+
+    A lost database connection surfaces as `Unavailable` (503), so clients
+    retry instead of seeing a 500.
+    """
+
+    def __init__(self, db: Database, actor: Actor, *, write: bool) -> None:
+        self.db = db
+        self.actor = actor
+        self.write = write
+        self.session: AsyncSession = db.session(write)
+        self._committed = False
+
+    async def __aenter__(self) -> "UnitOfWork":
+        try:
+            await self.session.begin()
+        except (OperationalError, InterfaceError, OSError) as exc:
+            await self.session.close()
+            raise Unavailable("the database cannot be reached; try again shortly") from exc
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if not self._committed:
+                await self.session.rollback()
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
+        finally:
+            await self.session.close()
+        if isinstance(exc, (OperationalError, InterfaceError)) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            raise Unavailable("the database connection was lost; try again shortly") from exc
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        self._committed = True
+
+    def audit(self, action: str, entity: str, entity_id: Any, details: dict[str, Any] | None = None) -> None:
+        """Record a change, in the same transaction as the change."""
+        self.session.add(
+            AuditEntry(
+                actor=self.actor.sub,
+                action=action,
+                entity=entity,
+                entity_id=str(entity_id) if entity_id is not None else None,
+                details=_jsonable(details or {}),
+            )
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+# -- keyset paging -----------------------------------------------------------
+def encode_cursor(key: Any, ident: uuid.UUID) -> str:
+    raw = json.dumps([key.isoformat() if isinstance(key, datetime) else key, str(ident)])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, key_is_time: bool) -> tuple[Any, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if key_is_time:
+            key = datetime.fromisoformat(key)
+            if key.tzinfo is None:
+                raise ValueError
+        return key, uuid.UUID(ident)
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Invalid("cursor", "not a cursor this service gave out") from exc
+
+
+async def fetch_page(
+    session: AsyncSession, stmt: Select, key_col: Any, id_col: Any, limit: int, cursor: str | None, *, key_is_time: bool
+) -> tuple[Sequence[Any], str | None]:
+    """Rows of `stmt` ordered by (key, id), after `cursor`, and the cursor of the next page."""
+    if cursor:
+        key, ident = decode_cursor(cursor, key_is_time=key_is_time)
+        stmt = stmt.where(or_(key_col > key, and_(key_col == key, id_col > ident)))
+    rows = (await session.scalars(stmt.order_by(key_col, id_col).limit(limit + 1))).all()
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, encode_cursor(getattr(last, key_col.key), last.id)

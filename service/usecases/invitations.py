@@ -1,0 +1,133 @@
+"""Invitations: who is expected at which sessions, from where, and their answer."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from schemas import api
+from service.db import models as m
+from service.db.engine import Database
+from service.errors import Conflict, Invalid, NotFound
+from service.usecases import views
+from service.usecases.base import Actor, UnitOfWork, fetch_page
+
+
+class Invitations:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, actor: Actor, meeting_id: uuid.UUID, body: api.InvitationCreate) -> api.InvitationOut:
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            s = uow.session
+            meeting = await s.get(m.Meeting, meeting_id)
+            if meeting is None:
+                raise NotFound(f"no meeting with id {meeting_id}")
+            if await s.get(m.Person, body.person_id) is None:
+                raise Invalid("person_id", f"no person with id {body.person_id}")
+            await self._check_site(uow, body.site_id)
+            sessions = self._check_sessions(meeting, body.session_ids)
+            clash = await s.scalar(
+                select(m.Invitation.id).where(
+                    m.Invitation.meeting_id == meeting_id, m.Invitation.person_id == body.person_id
+                )
+            )
+            if clash is not None:
+                raise Conflict(f"person_id: the person is already invited ({clash})", field="person_id")
+            row = m.Invitation(
+                meeting_id=meeting_id,
+                person_id=body.person_id,
+                mode=body.mode,
+                site_id=body.site_id,
+                session_ids=sessions,
+                rsvp="needs-action",
+            )
+            s.add(row)
+            await s.flush()
+            uow.audit("invited", "invitation", row.id, {
+                "meeting_id": meeting_id, "person_id": body.person_id, "mode": body.mode, "session_ids": sessions})
+            await uow.commit()
+            return views.invitation(row, self._all(meeting))
+
+    async def list(self, meeting_id: uuid.UUID, limit: int, cursor: str | None) -> tuple[list[api.InvitationOut], str | None]:
+        async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
+            meeting = await uow.session.get(m.Meeting, meeting_id)
+            if meeting is None:
+                raise NotFound(f"no meeting with id {meeting_id}")
+            rows, nxt = await fetch_page(
+                uow.session,
+                select(m.Invitation).where(m.Invitation.meeting_id == meeting_id),
+                m.Invitation.created_at,
+                m.Invitation.id,
+                limit,
+                cursor,
+                key_is_time=True,
+            )
+            every = self._all(meeting)
+            return [views.invitation(r, every) for r in rows], nxt
+
+    async def get(self, invitation_id: uuid.UUID) -> api.InvitationOut:
+        async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
+            row, meeting = await self._load(uow, invitation_id)
+            return views.invitation(row, self._all(meeting))
+
+    async def update(self, actor: Actor, invitation_id: uuid.UUID, patch: api.InvitationPatch) -> api.InvitationOut:
+        given = patch.model_fields_set
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            row, meeting = await self._load(uow, invitation_id)
+            changes: dict[str, Any] = {}
+            for name in ("mode", "rsvp"):
+                if name in given:
+                    if getattr(patch, name) is None:
+                        raise Invalid(name, "may not be null")
+                    changes[name] = getattr(patch, name)
+            if "site_id" in given:
+                await self._check_site(uow, patch.site_id)
+                changes["site_id"] = patch.site_id
+            if "session_ids" in given:
+                changes["session_ids"] = self._check_sessions(meeting, patch.session_ids)
+            mode = changes.get("mode", row.mode)
+            if mode == "in_room" and changes.get("site_id", row.site_id) is None:
+                raise Invalid("site_id", "required when mode is in_room")
+            changes = {k: v for k, v in changes.items() if getattr(row, k) != v}
+            if changes:
+                for name, value in changes.items():
+                    setattr(row, name, value)
+                uow.audit("updated", "invitation", row.id, changes)
+                await uow.commit()
+            return views.invitation(row, self._all(meeting))
+
+    async def delete(self, actor: Actor, invitation_id: uuid.UUID) -> None:
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            row, _ = await self._load(uow, invitation_id)
+            await uow.session.delete(row)
+            uow.audit("uninvited", "invitation", invitation_id, {"meeting_id": row.meeting_id, "person_id": row.person_id})
+            await uow.commit()
+
+    async def _load(self, uow: UnitOfWork, invitation_id: uuid.UUID) -> tuple[m.Invitation, m.Meeting]:
+        row = await uow.session.get(m.Invitation, invitation_id)
+        if row is None:
+            raise NotFound(f"no invitation with id {invitation_id}")
+        meeting = await uow.session.get(m.Meeting, row.meeting_id)
+        assert meeting is not None
+        return row, meeting
+
+    @staticmethod
+    async def _check_site(uow: UnitOfWork, site_id: uuid.UUID | None) -> None:
+        if site_id is not None and await uow.session.get(m.Site, site_id) is None:
+            raise Invalid("site_id", f"no site with id {site_id}")
+
+    @staticmethod
+    def _check_sessions(meeting: m.Meeting, ids: list[uuid.UUID] | None) -> list[str] | None:
+        if ids is None:
+            return None
+        known = {s.id for s in meeting.sessions}
+        for i, ident in enumerate(ids):
+            if ident not in known:
+                raise Invalid(f"session_ids.{i}", f"no session {ident} in this meeting")
+        return [str(i) for i in dict.fromkeys(ids)]
+
+    @staticmethod
+    def _all(meeting: m.Meeting) -> list[uuid.UUID]:
+        return [s.id for s in sorted(meeting.sessions, key=lambda s: (s.starts_at, s.id))]

@@ -1,0 +1,408 @@
+"""Booking: meetings with their rooms and sessions, rescheduling and cancelling."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from schemas import api
+from service.db import models as m
+from service.db.engine import Database
+from service.errors import Conflict, Invalid, NotFound, RoomConflict
+from service.timeutil import now, to_utc
+from service.usecases import views
+from service.usecases.base import Actor, UnitOfWork, fetch_page
+from service.usecases.rooms import ensure_free
+
+T = TypeVar("T")
+MAX_MEETING = timedelta(days=31)
+DEFAULT_QUERY_ZONE = "Europe/Stockholm"
+# PostgreSQL's exclusion violation, and the errors after which a retry is the answer.
+EXCLUSION_VIOLATION = "23P01"
+RETRYABLE = {"40001", "40P01"}
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+
+
+@dataclass(frozen=True)
+class Span:
+    start: datetime
+    end: datetime
+
+
+def _span(start: datetime, end: datetime, zone: str, prefix: str = "") -> Span:
+    s = to_utc(start, zone, f"{prefix}starts_at")
+    e = to_utc(end, zone, f"{prefix}ends_at")
+    if e <= s:
+        raise Invalid(f"{prefix}ends_at", "must be after starts_at")
+    return Span(s, e)
+
+
+def _inside(session: Span, meeting: Span, prefix: str) -> None:
+    if session.start < meeting.start:
+        raise Invalid(f"{prefix}starts_at", "the session starts before its meeting")
+    if session.end > meeting.end:
+        raise Invalid(f"{prefix}ends_at", "the session ends after its meeting")
+
+
+class Meetings:
+    """The booking use-cases. Every write is one transaction with its audit entry."""
+
+    def __init__(self, db: Database, on_booking: Callable[[str], None] = lambda outcome: None) -> None:
+        self.db = db
+        self.on_booking = on_booking
+
+    # -- reading ---------------------------------------------------------------
+    async def get(self, meeting_id: uuid.UUID) -> api.MeetingOut:
+        async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
+            return views.meeting(await self._load(uow, meeting_id))
+
+    async def list(self, q: api.MeetingQuery) -> tuple[list[api.MeetingOut], str | None]:
+        stmt = select(m.Meeting)
+        if q.forum_id:
+            stmt = stmt.where(m.Meeting.forum_id == q.forum_id)
+        if q.status:
+            stmt = stmt.where(m.Meeting.status == q.status)
+        if q.from_:
+            stmt = stmt.where(m.Meeting.ends_at > to_utc(q.from_, DEFAULT_QUERY_ZONE, "from"))
+        if q.to:
+            stmt = stmt.where(m.Meeting.starts_at < to_utc(q.to, DEFAULT_QUERY_ZONE, "to"))
+        async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
+            rows, nxt = await fetch_page(
+                uow.session, stmt, m.Meeting.starts_at, m.Meeting.id, q.limit, q.cursor, key_is_time=True
+            )
+            return [views.meeting(r) for r in rows], nxt
+
+    async def busy(self, room_id: uuid.UUID, start: datetime | None, end: datetime | None) -> api.BusyList:
+        async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
+            room = await uow.session.get(m.Room, room_id)
+            if room is None:
+                raise NotFound(f"no room with id {room_id}")
+            site = await uow.session.get(m.Site, room.site_id)
+            zone = site.timezone if site else DEFAULT_QUERY_ZONE
+            lo = to_utc(start, zone, "from") if start else now()
+            hi = to_utc(end, zone, "to") if end else lo + timedelta(days=30)
+            if hi <= lo:
+                raise Invalid("to", "must be after from")
+            if hi - lo > timedelta(days=366):
+                raise Invalid("to", "the window may span at most 366 days")
+            rows = (
+                await uow.session.execute(
+                    select(m.RoomBooking, m.Meeting)
+                    .outerjoin(m.Meeting, m.Meeting.id == m.RoomBooking.meeting_id)
+                    .where(
+                        m.RoomBooking.room_id == room_id,
+                        m.RoomBooking.active.is_(True),
+                        m.RoomBooking.starts_at < hi,
+                        m.RoomBooking.ends_at > lo,
+                    )
+                    .order_by(m.RoomBooking.starts_at)
+                )
+            ).all()
+            return api.BusyList(
+                room_id=room_id,
+                items=[
+                    api.BusyOut(
+                        starts_at=b.starts_at.astimezone(_tz(zone)),
+                        ends_at=b.ends_at.astimezone(_tz(zone)),
+                        source=b.source,  # type: ignore[arg-type]
+                        meeting_id=b.meeting_id,
+                        title=mt.title if mt else b.summary,
+                        timezone=zone,
+                    )
+                    for b, mt in rows
+                ],
+            )
+
+    # -- booking ---------------------------------------------------------------
+    async def create(self, actor: Actor, body: api.MeetingCreate) -> api.MeetingOut:
+        async def work(uow: UnitOfWork) -> api.MeetingOut:
+            s = uow.session
+            zone = body.timezone
+            span = _span(body.starts_at, body.ends_at, zone)
+            if span.end - span.start > MAX_MEETING:
+                raise Invalid("ends_at", "a meeting may last at most 31 days")
+            if await s.get(m.Forum, body.forum_id) is None:
+                raise Invalid("forum_id", f"no forum with id {body.forum_id}")
+            rooms = await self._rooms(uow, body.room_ids)
+            sessions = self._sessions(body.sessions, zone, span)
+            await ensure_free(s, rooms, span.start, span.end, None)
+            ident = uuid.uuid4()
+            meeting = m.Meeting(
+                id=ident,
+                forum_id=body.forum_id,
+                title=body.title,
+                description=body.description,
+                starts_at=span.start,
+                ends_at=span.end,
+                timezone=zone,
+                status="planned",
+                uid=f"{ident}@forumbridge",
+                sequence=0,
+                room_ids=[str(r) for r in body.room_ids],
+                sessions=sessions,
+                conference=None,
+            )
+            if body.conference:
+                meeting.conference = m.Conference(provider=body.conference.provider, status="pending")
+            s.add(meeting)
+            await s.flush()
+            self._book(uow, meeting, rooms)
+            uow.audit("created", "meeting", meeting.id, {
+                "title": meeting.title, "starts_at": span.start, "ends_at": span.end,
+                "room_ids": meeting.room_ids, "sessions": len(sessions)})
+            await uow.commit()
+            return views.meeting(meeting)
+
+        return await self._booking(actor, work, counts=True)
+
+    async def update(self, actor: Actor, meeting_id: uuid.UUID, patch: api.MeetingPatch) -> api.MeetingOut:
+        given = patch.model_fields_set
+
+        async def work(uow: UnitOfWork) -> api.MeetingOut:
+            s = uow.session
+            meeting = await self._load(uow, meeting_id)
+            if meeting.status == "cancelled":
+                raise Conflict("the meeting is cancelled; book a new one instead")
+            changed: dict[str, Any] = {}
+            for name in ("title", "description"):
+                if name in given and getattr(patch, name) != getattr(meeting, name):
+                    if name == "title" and patch.title is None:
+                        raise Invalid("title", "may not be null")
+                    changed[name] = getattr(patch, name)
+            if "forum_id" in given and patch.forum_id != meeting.forum_id:
+                if patch.forum_id is None or await s.get(m.Forum, patch.forum_id) is None:
+                    raise Invalid("forum_id", f"no forum with id {patch.forum_id}")
+                changed["forum_id"] = patch.forum_id
+            zone = patch.timezone if "timezone" in given and patch.timezone else meeting.timezone
+            old = Span(meeting.starts_at, meeting.ends_at)
+            new = _span(
+                patch.starts_at if patch.starts_at is not None else old.start,
+                patch.ends_at if patch.ends_at is not None else old.end,
+                zone,
+            )
+            if new.end - new.start > MAX_MEETING:
+                raise Invalid("ends_at", "a meeting may last at most 31 days")
+            room_ids = [str(r) for r in patch.room_ids] if patch.room_ids is not None else list(meeting.room_ids)
+            rooms = await self._rooms(uow, [uuid.UUID(r) for r in room_ids])
+            moved = new != old
+            if zone != meeting.timezone:
+                changed["timezone"] = zone
+            if moved:
+                changed.update(starts_at=new.start, ends_at=new.end)
+            if room_ids != meeting.room_ids:
+                changed["room_ids"] = room_ids
+            if patch.sessions is not None:
+                sessions = self._sessions(patch.sessions, zone, new)
+                changed["sessions"] = len(sessions)
+            elif moved:
+                sessions = None
+                self._carry_sessions(meeting, old, new)
+            if "conference" in given:
+                self._set_conference(meeting, patch.conference, changed)
+            if not changed:
+                return views.meeting(meeting)
+            if moved or "room_ids" in changed:
+                await ensure_free(s, rooms, new.start, new.end, meeting.id)
+                await s.execute(
+                    delete(m.RoomBooking).where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
+                )
+                await s.flush()
+                self._book(uow, meeting, rooms, new)
+            for name in ("title", "description", "forum_id", "timezone", "room_ids"):
+                if name in changed:
+                    setattr(meeting, name, changed[name])
+            meeting.starts_at, meeting.ends_at = new.start, new.end
+            if patch.sessions is not None:
+                await self._replace_sessions(uow, meeting, sessions or [])
+            meeting.sequence += 1
+            meeting.updated_at = now()
+            uow.audit("rescheduled" if moved else "updated", "meeting", meeting.id, changed)
+            await uow.commit()
+            return views.meeting(meeting)
+
+        return await self._booking(actor, work, counts="room_ids" in given or "starts_at" in given or "ends_at" in given)
+
+    async def cancel(self, actor: Actor, meeting_id: uuid.UUID) -> api.MeetingOut:
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            meeting = await self._load(uow, meeting_id)
+            if meeting.status != "cancelled":
+                meeting.status = "cancelled"
+                meeting.sequence += 1
+                meeting.updated_at = now()
+                bookings = await uow.session.scalars(
+                    select(m.RoomBooking).where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
+                )
+                for booking in bookings:
+                    booking.active = False
+                uow.audit("cancelled", "meeting", meeting.id, {"title": meeting.title})
+                await uow.commit()
+            return views.meeting(meeting)
+
+    # -- sessions --------------------------------------------------------------
+    async def list_sessions(self, meeting_id: uuid.UUID) -> list[api.SessionOut]:
+        return (await self.get(meeting_id)).sessions
+
+    async def add_session(self, actor: Actor, meeting_id: uuid.UUID, body: api.SessionIn) -> api.SessionOut:
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            meeting = await self._writable(uow, meeting_id)
+            [row] = self._sessions([body], meeting.timezone, Span(meeting.starts_at, meeting.ends_at), prefix="")
+            row.meeting_id = meeting.id
+            uow.session.add(row)
+            meeting.sequence += 1
+            meeting.updated_at = now()
+            await uow.session.flush()
+            uow.audit("session_added", "meeting", meeting.id, {"session_id": row.id, "title": row.title})
+            await uow.commit()
+            return views.session(row, meeting.timezone)
+
+    async def update_session(
+        self, actor: Actor, meeting_id: uuid.UUID, session_id: uuid.UUID, patch: api.SessionPatch
+    ) -> api.SessionOut:
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            meeting = await self._writable(uow, meeting_id)
+            row = self._find_session(meeting, session_id)
+            given = patch.model_fields_set
+            if "title" in given and patch.title is None:
+                raise Invalid("title", "may not be null")
+            span = _span(patch.starts_at or row.starts_at, patch.ends_at or row.ends_at, meeting.timezone)
+            _inside(span, Span(meeting.starts_at, meeting.ends_at), "")
+            changed: dict[str, Any] = {}
+            for name in ("title", "topic"):
+                if name in given and getattr(patch, name) != getattr(row, name):
+                    changed[name] = getattr(patch, name)
+            if (span.start, span.end) != (row.starts_at, row.ends_at):
+                changed.update(starts_at=span.start, ends_at=span.end)
+            if changed:
+                for name, value in changed.items():
+                    setattr(row, name, value)
+                meeting.sequence += 1
+                meeting.updated_at = now()
+                uow.audit("session_updated", "meeting", meeting.id, {"session_id": row.id, **changed})
+                await uow.commit()
+            return views.session(row, meeting.timezone)
+
+    async def delete_session(self, actor: Actor, meeting_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            meeting = await self._writable(uow, meeting_id)
+            row = self._find_session(meeting, session_id)
+            meeting.sessions.remove(row)
+            await self._prune_invitations(uow, meeting.id, {str(session_id)})
+            meeting.sequence += 1
+            meeting.updated_at = now()
+            uow.audit("session_removed", "meeting", meeting.id, {"session_id": session_id, "title": row.title})
+            await uow.commit()
+
+    # -- helpers ---------------------------------------------------------------
+    async def _booking(self, actor: Actor, work: Callable[[UnitOfWork], Awaitable[T]], counts: bool) -> T:
+        """Run a booking transaction; on PostgreSQL a lost race surfaces as an
+        exclusion violation, and the retry then names the winner."""
+        for attempt in range(5):
+            try:
+                async with UnitOfWork(self.db, actor, write=True) as uow:
+                    result = await work(uow)
+                if counts:
+                    self.on_booking("made")
+                return result
+            except RoomConflict:
+                if counts:
+                    self.on_booking("refused")
+                raise
+            except (IntegrityError, DBAPIError) as exc:
+                state = _sqlstate(exc)
+                if state != EXCLUSION_VIOLATION and state not in RETRYABLE or attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _load(self, uow: UnitOfWork, meeting_id: uuid.UUID) -> m.Meeting:
+        meeting = await uow.session.get(m.Meeting, meeting_id)
+        if meeting is None:
+            raise NotFound(f"no meeting with id {meeting_id}")
+        return meeting
+
+    async def _writable(self, uow: UnitOfWork, meeting_id: uuid.UUID) -> m.Meeting:
+        meeting = await self._load(uow, meeting_id)
+        if meeting.status == "cancelled":
+            raise Conflict("the meeting is cancelled; book a new one instead")
+        return meeting
+
+    @staticmethod
+    def _find_session(meeting: m.Meeting, session_id: uuid.UUID) -> m.Session:
+        for row in meeting.sessions:
+            if row.id == session_id:
+                return row
+        raise NotFound(f"no session {session_id} in meeting {meeting.id}")
+
+    async def _rooms(self, uow: UnitOfWork, ids: list[uuid.UUID]) -> list[m.Room]:
+        if not ids:
+            return []
+        found = {r.id: r for r in await uow.session.scalars(select(m.Room).where(m.Room.id.in_(ids)))}
+        for i, ident in enumerate(ids):
+            if ident not in found:
+                raise Invalid(f"room_ids.{i}", f"no room with id {ident}")
+        return [found[i] for i in ids]
+
+    @staticmethod
+    def _sessions(items: list[api.SessionIn], zone: str, meeting: Span, prefix: str = "sessions.") -> list[m.Session]:
+        rows = []
+        for i, item in enumerate(items):
+            p = f"{prefix}{i}." if prefix else ""
+            span = _span(item.starts_at, item.ends_at, zone, p)
+            _inside(span, meeting, p)
+            rows.append(m.Session(title=item.title, topic=item.topic, starts_at=span.start, ends_at=span.end))
+        return rows
+
+    @staticmethod
+    def _carry_sessions(meeting: m.Meeting, old: Span, new: Span) -> None:
+        """A meeting moved as a whole takes its sessions along; one resized must still hold them."""
+        shift = new.start - old.start
+        whole = (new.end - new.start) == (old.end - old.start)
+        for i, row in enumerate(sorted(meeting.sessions, key=lambda r: r.starts_at)):
+            if whole:
+                row.starts_at, row.ends_at = row.starts_at + shift, row.ends_at + shift
+            else:
+                _inside(Span(row.starts_at, row.ends_at), new, f"sessions.{i}.")
+
+    async def _replace_sessions(self, uow: UnitOfWork, meeting: m.Meeting, rows: list[m.Session]) -> None:
+        gone = {str(r.id) for r in meeting.sessions}
+        meeting.sessions = rows
+        await self._prune_invitations(uow, meeting.id, gone)
+
+    @staticmethod
+    async def _prune_invitations(uow: UnitOfWork, meeting_id: uuid.UUID, gone: set[str]) -> None:
+        """Drop removed sessions from invitations; one left with none is expected at all."""
+        rows = await uow.session.scalars(select(m.Invitation).where(m.Invitation.meeting_id == meeting_id))
+        for inv in rows:
+            if inv.session_ids is not None and gone & set(inv.session_ids):
+                kept = [s for s in inv.session_ids if s not in gone]
+                inv.session_ids = kept or None
+
+    @staticmethod
+    def _set_conference(meeting: m.Meeting, conf: api.ConferenceIn | None, changed: dict[str, Any]) -> None:
+        current = meeting.conference.provider if meeting.conference else None
+        wanted = conf.provider if conf else None
+        if current == wanted:
+            return
+        meeting.conference = m.Conference(provider=wanted, status="pending") if wanted else None
+        changed["conference"] = wanted
+
+    @staticmethod
+    def _book(uow: UnitOfWork, meeting: m.Meeting, rooms: list[m.Room], span: Span | None = None) -> None:
+        start, end = (span.start, span.end) if span else (meeting.starts_at, meeting.ends_at)
+        for room in sorted(rooms, key=lambda r: r.id):
+            uow.session.add(
+                m.RoomBooking(room_id=room.id, meeting_id=meeting.id, starts_at=start, ends_at=end, source="service")
+            )
+
+
+def _tz(zone: str):  # noqa: ANN202
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(zone)
