@@ -13,7 +13,7 @@ from service.http import ops
 from service.http.middleware import observe
 from service.http.openapi import build
 from service.http.routes import v1
-from service.keys import SERVICES
+from service.keys import OPENAPI, SERVICES
 from service.settings import Settings, jwt_secret
 
 
@@ -31,7 +31,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=settings.http.max_body_bytes)
     db = create_database(settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo)
     app[SERVICES] = build_services(settings, db, jwt_secret(settings))
-    app["openapi"] = build(v1, package_version())
+    app[OPENAPI] = build(v1, package_version())
     ops.install(app)
     v1.install(app)
 

@@ -9,3 +9,5 @@ if TYPE_CHECKING:
     from service.container import Services
 
 SERVICES: web.AppKey["Services"] = web.AppKey("services")
+OPENAPI: web.AppKey[dict] = web.AppKey("openapi", dict)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)

@@ -1,6 +1,7 @@
 """The one place where exceptions become HTTP problems, plus request ids, logs and metrics."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -13,11 +14,15 @@ from pydantic import ValidationError
 from service.errors import DomainError
 from service.http.api import validation_errors
 from service.http.auth import Forbidden, Unauthenticated
-from service.keys import SERVICES
+from service.keys import REQUEST_ID, SERVICES
 
 log = logging.getLogger("forumbridge.http")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 PROBLEM = "application/problem+json"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def problem(status: int, title: str, detail: str | None = None, *, type_: str = "about:blank", **extra: Any) -> web.Response:
@@ -25,7 +30,7 @@ def problem(status: int, title: str, detail: str | None = None, *, type_: str = 
     if detail is not None:
         body["detail"] = detail
     body.update({k: v for k, v in extra.items() if v is not None})
-    return web.json_response(body, status=status, content_type=PROBLEM)
+    return web.json_response(body, status=status, content_type=PROBLEM, dumps=_dumps)
 
 
 def _from_exception(request: web.Request, exc: BaseException) -> web.StreamResponse:
@@ -55,7 +60,7 @@ def _from_exception(request: web.Request, exc: BaseException) -> web.StreamRespo
             resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         return resp
     log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
-    return problem(500, "Internal server error", f"request {request.get('request_id', '?')} failed; it has been logged")
+    return problem(500, "Internal server error", f"request {request.get(REQUEST_ID, '?')} failed; it has been logged")
 
 
 @web.middleware
@@ -63,7 +68,7 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
     """Request id, error mapping, one log line and the metrics of every request."""
     rid = request.headers.get("X-Request-Id", "")
     rid = rid if REQUEST_ID.match(rid) else uuid.uuid4().hex
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     started = time.perf_counter()
     try:
         response = await handler(request)

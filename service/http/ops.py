@@ -5,7 +5,7 @@ from aiohttp import web
 
 from service.db.migrate import current, head
 from service.http.middleware import problem
-from service.keys import SERVICES
+from service.keys import OPENAPI, SERVICES
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -30,7 +30,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(request.app["openapi"])
+    return web.json_response(request.app[OPENAPI])
 
 
 def install(app: web.Application) -> None:
