@@ -95,6 +95,7 @@ class RoomOut(Stamped):
     equipment: list[str]
     video_endpoint: str | None
     calendar_url: str | None
+    feed_url: str | None = Field(default=None, description="ICS subscription URL; shown to the secretariat only")
 
 
 class BusyQuery(Wire):
@@ -155,6 +156,7 @@ class ForumOut(Stamped):
     name: str
     kind: ForumKind
     calendar_url: str | None
+    feed_url: str | None = Field(default=None, description="ICS subscription URL; shown to the secretariat only")
 
 
 # -- meetings and sessions ---------------------------------------------------

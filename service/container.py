@@ -32,7 +32,7 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         db=db,
         metrics=metrics,
         verifier=TokenVerifier(settings, secret),
-        directory=make_directory(db),
+        directory=make_directory(db, settings.http.public_url),
         meetings=Meetings(db, on_booking=metrics.booking),
         invitations=Invitations(db),
         audit=AuditLog(db),

@@ -1,9 +1,9 @@
 """Engines and the unit of work."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -21,6 +21,12 @@ class Database:
     writer: AsyncEngine
     reader: AsyncEngine
     dialect: str
+    # Called after a commit that wrote outbox jobs (wakes the worker).
+    on_jobs: list[Callable[[], None]] = field(default_factory=list)
+
+    def jobs_written(self) -> None:
+        for listener in self.on_jobs:
+            listener()
 
     @property
     def is_sqlite(self) -> bool:

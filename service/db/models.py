@@ -82,7 +82,8 @@ class Room(Stamped, Base):
     equipment: Mapped[list[str]] = mapped_column(JSON, default=list)
     video_endpoint: Mapped[str | None] = mapped_column(String(500))
     calendar_url: Mapped[str | None] = mapped_column(String(2000))
-    feed_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Random, in the room's feed URL; shown to the secretariat, replaced on rotation.
+    feed_token: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class Person(Stamped, Base):
@@ -100,7 +101,7 @@ class Forum(Stamped, Base):
     name: Mapped[str] = mapped_column(String(500))
     kind: Mapped[str] = mapped_column(String(20))
     calendar_url: Mapped[str | None] = mapped_column(String(2000))
-    feed_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    feed_token: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class Meeting(Stamped, Base):
@@ -156,6 +157,7 @@ class RoomBooking(Base):
     # For calendar busy blocks: the calendar object they come from.
     calendar_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("calendars.id", ondelete="CASCADE"))
     external_uid: Mapped[str | None] = mapped_column(String(500))
+    external_href: Mapped[str | None] = mapped_column(String(2000))
     summary: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -213,6 +215,7 @@ class Calendar(Stamped, Base):
     __tablename__ = "calendars"
     url: Mapped[str] = mapped_column(String(2000), unique=True)
     purpose: Mapped[str] = mapped_column(String(20))  # forum or room
+    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     sync_token: Mapped[str | None] = mapped_column(Text)
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -262,7 +265,14 @@ class OutboxJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_outbox_jobs_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_jobs_due", "status", "next_attempt_at"),
+        # At most one waiting job per key: a change while one waits needs no second.
+        Index(
+            "uq_outbox_jobs_pending_key", "key", unique=True,
+            sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'"),
+        ),
+    )
 
 
 class AuditEntry(Base):

@@ -13,13 +13,13 @@ def _directory_routes(name: str, tag: str, create: type, patch: type, out: type)
     base = f"{P}/{name}"
 
     async def list_(ctx: Ctx):  # noqa: ANN202
-        return await getattr(ctx.svc.directory, name).list(ctx.query.limit, ctx.query.cursor)
+        return await getattr(ctx.svc.directory, name).list(ctx.actor, ctx.query.limit, ctx.query.cursor)
 
     async def create_(ctx: Ctx):  # noqa: ANN202
         return await getattr(ctx.svc.directory, name).create(ctx.actor, ctx.body.model_dump())
 
     async def get_(ctx: Ctx):  # noqa: ANN202
-        return await getattr(ctx.svc.directory, name).get(ctx.ids["id"])
+        return await getattr(ctx.svc.directory, name).get(ctx.actor, ctx.ids["id"])
 
     async def patch_(ctx: Ctx):  # noqa: ANN202
         return await getattr(ctx.svc.directory, name).update(
@@ -45,6 +45,20 @@ _directory_routes("sites", "directory", api.SiteCreate, api.SitePatch, api.SiteO
 _directory_routes("rooms", "directory", api.RoomCreate, api.RoomPatch, api.RoomOut)
 _directory_routes("people", "directory", api.PersonCreate, api.PersonPatch, api.PersonOut)
 _directory_routes("forums", "directory", api.ForumCreate, api.ForumPatch, api.ForumOut)
+
+
+async def rotate_forum_feed(ctx: Ctx) -> api.ForumOut:
+    return await ctx.svc.directory.forums.rotate_feed(ctx.actor, ctx.ids["id"])
+
+
+async def rotate_room_feed(ctx: Ctx) -> api.RoomOut:
+    return await ctx.svc.directory.rooms.rotate_feed(ctx.actor, ctx.ids["id"])
+
+
+v1.route("POST", P + "/forums/{id}/feed/rotate", summary="Replace the forum's feed URL; the old one stops working",
+         tag="calendars", role="secretariat", response=api.ForumOut)(rotate_forum_feed)
+v1.route("POST", P + "/rooms/{id}/feed/rotate", summary="Replace the room's feed URL; the old one stops working",
+         tag="calendars", role="secretariat", response=api.RoomOut)(rotate_room_feed)
 
 
 @v1.route("GET", P + "/rooms/{id}/busy", summary="Busy intervals of a room: bookings and calendar events",

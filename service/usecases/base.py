@@ -65,8 +65,11 @@ class UnitOfWork:
             raise Unavailable("the database connection was lost; try again shortly") from exc
 
     async def commit(self) -> None:
+        wrote_jobs = self.session.info.pop("outbox_written", False)
         await self.session.commit()
         self._committed = True
+        if wrote_jobs:
+            self.db.jobs_written()
 
     def audit(self, action: str, entity: str, entity_id: Any, details: dict[str, Any] | None = None) -> None:
         """Record a change, in the same transaction as the change."""

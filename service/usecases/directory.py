@@ -1,6 +1,7 @@
 """Sites, rooms, people and forums: the things meetings are made of."""
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generic, TypeVar
@@ -9,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.calendar.plan import attach_calendar
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import Conflict, Invalid, NotFound
@@ -19,6 +21,8 @@ Row = TypeVar("Row", bound=m.Base)
 Out = TypeVar("Out", bound=BaseModel)
 
 Check = Callable[[AsyncSession, dict[str, Any], "Row | None"], Awaitable[None]]
+# After a create or change: (session, row, the values it had before, or None when new).
+Saved = Callable[[AsyncSession, Any, "dict[str, Any] | None"], Awaitable[None]]
 
 
 @dataclass
@@ -28,32 +32,38 @@ class Catalogue(Generic[Row, Out]):
     db: Database
     model: type[Row]
     entity: str
-    view: Callable[[Row], Out]
+    # (row, whether the reader may see its secrets, e.g. a feed URL) -> body
+    view: Callable[[Row, bool], Out]
     check: Check | None = None
+    saved: Saved | None = None
+    # Columns filled on create (e.g. a random feed token).
+    defaults: Callable[[], dict[str, Any]] | None = None
     # (model, column, label): rows that refer to an entry and keep it from being deleted.
     referrers: tuple[tuple[type, Any, str], ...] = ()
 
-    async def get(self, ident: uuid.UUID) -> Out:
-        async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
-            return self.view(await self._load(uow.session, ident))
+    async def get(self, actor: Actor, ident: uuid.UUID) -> Out:
+        async with UnitOfWork(self.db, actor, write=False) as uow:
+            return self.view(await self._load(uow.session, ident), _trusted(actor))
 
-    async def list(self, limit: int, cursor: str | None) -> tuple[list[Out], str | None]:
-        async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
+    async def list(self, actor: Actor, limit: int, cursor: str | None) -> tuple[list[Out], str | None]:
+        async with UnitOfWork(self.db, actor, write=False) as uow:
             rows, nxt = await fetch_page(
                 uow.session, select(self.model), self.model.created_at, self.model.id, limit, cursor, key_is_time=True
             )
-            return [self.view(r) for r in rows], nxt
+            return [self.view(r, _trusted(actor)) for r in rows], nxt
 
     async def create(self, actor: Actor, data: dict[str, Any]) -> Out:
         async with UnitOfWork(self.db, actor, write=True) as uow:
             if self.check:
                 await self.check(uow.session, data, None)
-            row = self.model(**data)
+            row = self.model(**data, **(self.defaults() if self.defaults else {}))
             uow.session.add(row)
             await uow.session.flush()
+            if self.saved:
+                await self.saved(uow.session, row, None)
             uow.audit("created", self.entity, row.id, data)
             await uow.commit()
-            return self.view(row)
+            return self.view(row, _trusted(actor))
 
     async def update(self, actor: Actor, ident: uuid.UUID, changes: dict[str, Any]) -> Out:
         async with UnitOfWork(self.db, actor, write=True) as uow:
@@ -61,13 +71,25 @@ class Catalogue(Generic[Row, Out]):
             if self.check:
                 await self.check(uow.session, changes, row)
             changed = {k: v for k, v in changes.items() if getattr(row, k) != v}
+            before = {k: getattr(row, k) for k in changed}
             for key, value in changed.items():
                 setattr(row, key, value)
             if changed:
                 await uow.session.flush()
-                uow.audit("updated", self.entity, row.id, changed)
+                if self.saved:
+                    await self.saved(uow.session, row, before)
+                uow.audit("updated", self.entity, row.id, {k: v for k, v in changed.items() if k != "email_key"})
             await uow.commit()
-            return self.view(row)
+            return self.view(row, _trusted(actor))
+
+    async def rotate_feed(self, actor: Actor, ident: uuid.UUID) -> Out:
+        """Replace the feed token: the old feed URL stops working."""
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            row = await self._load(uow.session, ident)
+            row.feed_token = new_feed_token()
+            uow.audit("feed_rotated", self.entity, row.id, {})
+            await uow.commit()
+            return self.view(row, _trusted(actor))
 
     async def delete(self, actor: Actor, ident: uuid.UUID) -> None:
         async with UnitOfWork(self.db, actor, write=True) as uow:
@@ -84,6 +106,30 @@ class Catalogue(Generic[Row, Out]):
         if row is None:
             raise NotFound(f"no {self.entity} with id {ident}")
         return row
+
+
+def _trusted(actor: Actor) -> bool:
+    return "secretariat" in actor.roles
+
+
+def new_feed_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _feed_defaults() -> dict[str, Any]:
+    return {"feed_token": new_feed_token()}
+
+
+def _calendar_hook(purpose: str) -> Saved:
+    async def saved(session: AsyncSession, row: Any, before: dict[str, Any] | None) -> None:
+        previous = before.get("calendar_url") if before else None
+        if before is None and row.calendar_url is None:
+            return
+        if before is not None and "calendar_url" not in before:
+            return
+        await attach_calendar(session, row.calendar_url, purpose, row.id, previous)
+
+    return saved
 
 
 async def _check_room(session: AsyncSession, data: dict[str, Any], _row: m.Room | None) -> None:
@@ -110,16 +156,19 @@ class Directory:
     forums: Catalogue[m.Forum, Any]
 
 
-def make_directory(db: Database) -> Directory:
+def make_directory(db: Database, public_url: str) -> Directory:
+    base = public_url.rstrip("/")
     return Directory(
-        sites=Catalogue(db, m.Site, "site", views.site, referrers=(
+        sites=Catalogue(db, m.Site, "site", lambda r, _t: views.site(r), referrers=(
             (m.Room, m.Room.site_id, "rooms"), (m.Invitation, m.Invitation.site_id, "invitations"))),
-        rooms=Catalogue(db, m.Room, "room", views.room, _check_room, referrers=(
-            (m.RoomBooking, m.RoomBooking.room_id, "bookings"),)),
-        people=Catalogue(db, m.Person, "person", views.person, _check_person, referrers=(
+        rooms=Catalogue(db, m.Room, "room", lambda r, t: views.room(r, base if t else None), _check_room,
+                        saved=_calendar_hook("room"), defaults=_feed_defaults,
+                        referrers=((m.RoomBooking, m.RoomBooking.room_id, "bookings"),)),
+        people=Catalogue(db, m.Person, "person", lambda r, _t: views.person(r), _check_person, referrers=(
             (m.Invitation, m.Invitation.person_id, "invitations"),)),
-        forums=Catalogue(db, m.Forum, "forum", views.forum, referrers=(
-            (m.Meeting, m.Meeting.forum_id, "meetings"),)),
+        forums=Catalogue(db, m.Forum, "forum", lambda r, t: views.forum(r, base if t else None),
+                         saved=_calendar_hook("forum"), defaults=_feed_defaults,
+                         referrers=((m.Meeting, m.Meeting.forum_id, "meetings"),)),
     )
 
 

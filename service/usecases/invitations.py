@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from schemas import api
+from service.calendar.plan import plan_meeting
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import Conflict, Invalid, NotFound
@@ -45,6 +46,7 @@ class Invitations:
             )
             s.add(row)
             await s.flush()
+            await plan_meeting(s, meeting)
             uow.audit("invited", "invitation", row.id, {
                 "meeting_id": meeting_id, "person_id": body.person_id, "mode": body.mode, "session_ids": sessions})
             await uow.commit()
@@ -94,14 +96,16 @@ class Invitations:
             if changes:
                 for name, value in changes.items():
                     setattr(row, name, value)
+                await plan_meeting(uow.session, meeting)
                 uow.audit("updated", "invitation", row.id, changes)
                 await uow.commit()
             return views.invitation(row, self._all(meeting))
 
     async def delete(self, actor: Actor, invitation_id: uuid.UUID) -> None:
         async with UnitOfWork(self.db, actor, write=True) as uow:
-            row, _ = await self._load(uow, invitation_id)
+            row, meeting = await self._load(uow, invitation_id)
             await uow.session.delete(row)
+            await plan_meeting(uow.session, meeting)
             uow.audit("uninvited", "invitation", invitation_id, {"meeting_id": row.meeting_id, "person_id": row.person_id})
             await uow.commit()
 

@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from schemas import api
+from service.calendar.plan import plan_meeting
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import Conflict, Invalid, NotFound, RoomConflict
@@ -155,6 +156,7 @@ class Meetings:
             s.add(meeting)
             await s.flush()
             self._book(uow, meeting, rooms)
+            await plan_meeting(s, meeting)
             uow.audit("created", "meeting", meeting.id, {
                 "title": meeting.title, "starts_at": span.start, "ends_at": span.end,
                 "room_ids": meeting.room_ids, "sessions": len(sessions)})
@@ -171,6 +173,7 @@ class Meetings:
             meeting = await self._load(uow, meeting_id)
             if meeting.status == "cancelled":
                 raise Conflict("the meeting is cancelled; book a new one instead")
+            before_rooms, before_forum = list(meeting.room_ids), meeting.forum_id
             changed: dict[str, Any] = {}
             for name in ("title", "description"):
                 if name in given and getattr(patch, name) != getattr(meeting, name):
@@ -224,6 +227,8 @@ class Meetings:
                 await self._replace_sessions(uow, meeting, sessions or [])
             meeting.sequence += 1
             meeting.updated_at = now()
+            await s.flush()
+            await plan_meeting(s, meeting, before_rooms, before_forum)
             uow.audit("rescheduled" if moved else "updated", "meeting", meeting.id, changed)
             await uow.commit()
             return views.meeting(meeting)
@@ -242,6 +247,7 @@ class Meetings:
                 )
                 for booking in bookings:
                     booking.active = False
+                await plan_meeting(uow.session, meeting)
                 uow.audit("cancelled", "meeting", meeting.id, {"title": meeting.title})
                 await uow.commit()
             return views.meeting(meeting)
@@ -259,6 +265,7 @@ class Meetings:
             meeting.sequence += 1
             meeting.updated_at = now()
             await uow.session.flush()
+            await plan_meeting(uow.session, meeting)
             uow.audit("session_added", "meeting", meeting.id, {"session_id": row.id, "title": row.title})
             await uow.commit()
             return views.session(row, meeting.timezone)
@@ -285,6 +292,7 @@ class Meetings:
                     setattr(row, name, value)
                 meeting.sequence += 1
                 meeting.updated_at = now()
+                await plan_meeting(uow.session, meeting)
                 uow.audit("session_updated", "meeting", meeting.id, {"session_id": row.id, **changed})
                 await uow.commit()
             return views.session(row, meeting.timezone)
@@ -297,6 +305,7 @@ class Meetings:
             await self._prune_invitations(uow, meeting.id, {str(session_id)})
             meeting.sequence += 1
             meeting.updated_at = now()
+            await plan_meeting(uow.session, meeting)
             uow.audit("session_removed", "meeting", meeting.id, {"session_id": session_id, "title": row.title})
             await uow.commit()
 

@@ -12,16 +12,24 @@ def site(row: m.Site) -> api.SiteOut:
     return api.SiteOut.model_validate(row)
 
 
-def room(row: m.Room) -> api.RoomOut:
-    return api.RoomOut.model_validate(row)
+def _feed(base: str | None, kind: str, token: str | None) -> str | None:
+    return f"{base}/feeds/{kind}/{token}.ics" if base and token else None
+
+
+def room(row: m.Room, feed_base: str | None = None) -> api.RoomOut:
+    out = api.RoomOut.model_validate(row)
+    out.feed_url = _feed(feed_base, "rooms", row.feed_token)
+    return out
 
 
 def person(row: m.Person) -> api.PersonOut:
     return api.PersonOut.model_validate(row)
 
 
-def forum(row: m.Forum) -> api.ForumOut:
-    return api.ForumOut.model_validate(row)
+def forum(row: m.Forum, feed_base: str | None = None) -> api.ForumOut:
+    out = api.ForumOut.model_validate(row)
+    out.feed_url = _feed(feed_base, "forums", row.feed_token)
+    return out
 
 
 def session(row: m.Session, zone: str) -> api.SessionOut:

@@ -1,0 +1,85 @@
+"""Which calendars a change touches: one converge job per (meeting, calendar)."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db import models as m
+from service.errors import Conflict
+from service.outbox import enqueue
+from service.timeutil import now
+
+PUSH = "calendar.push"
+
+
+def push_key(calendar_url: str, meeting_id: uuid.UUID | str) -> str:
+    digest = hashlib.sha256(calendar_url.encode()).hexdigest()[:20]
+    return f"calendar:{digest}:{meeting_id}"
+
+
+async def enqueue_push(session: AsyncSession, meeting_id: uuid.UUID | str, calendar_url: str) -> None:
+    await enqueue(session, PUSH, {"meeting_id": str(meeting_id), "calendar_url": calendar_url},
+                  push_key(calendar_url, meeting_id))
+
+
+async def plan_meeting(session: AsyncSession, meeting: m.Meeting, previous_room_ids: Iterable[str] = (),
+                       previous_forum_id: uuid.UUID | None = None) -> None:
+    """Queue a push to every calendar that shows, or showed, `meeting`."""
+    urls: set[str] = set()
+    forum_ids = {meeting.forum_id} | ({previous_forum_id} if previous_forum_id else set())
+    urls.update(u for u in await session.scalars(
+        select(m.Forum.calendar_url).where(m.Forum.id.in_(forum_ids), m.Forum.calendar_url.is_not(None))))
+    room_ids = {uuid.UUID(r) for r in (*meeting.room_ids, *previous_room_ids)}
+    if room_ids:
+        urls.update(u for u in await session.scalars(
+            select(m.Room.calendar_url).where(m.Room.id.in_(room_ids), m.Room.calendar_url.is_not(None))))
+    # Calendars holding a copy already: a copy that should go away is removed there.
+    urls.update(await session.scalars(
+        select(m.Calendar.url).join(m.CalendarObject, m.CalendarObject.calendar_id == m.Calendar.id)
+        .where(m.CalendarObject.meeting_id == meeting.id)))
+    for url in sorted(urls):
+        await enqueue_push(session, meeting.id, url)
+
+
+async def attach_calendar(session: AsyncSession, url: str | None, purpose: str, owner_id: uuid.UUID,
+                          previous_url: str | None) -> None:
+    """Register a forum's or room's calendar, and queue its meetings there (and away from the old one)."""
+    if url:
+        cal = await session.scalar(select(m.Calendar).where(m.Calendar.url == url))
+        if cal is not None and cal.owner_id != owner_id and await _still_used(session, cal):
+            raise Conflict(f"calendar_url: {url} is already the calendar of another {cal.purpose}", field="calendar_url")
+        if cal is None:
+            session.add(m.Calendar(url=url, purpose=purpose, owner_id=owner_id))
+        else:
+            cal.purpose, cal.owner_id, cal.sync_token = purpose, owner_id, None
+        await session.flush()
+    column = m.Meeting.forum_id if purpose == "forum" else None
+    if column is not None:
+        meetings = await session.scalars(select(m.Meeting).where(column == owner_id, m.Meeting.ends_at > now()))
+    else:
+        booked = select(m.RoomBooking.meeting_id).where(
+            m.RoomBooking.room_id == owner_id, m.RoomBooking.active.is_(True), m.RoomBooking.meeting_id.is_not(None))
+        meetings = await session.scalars(select(m.Meeting).where(m.Meeting.id.in_(booked)))
+    targets = [u for u in (url, previous_url) if u]
+    for meeting in meetings:
+        for target in targets:
+            await enqueue_push(session, meeting.id, target)
+    if previous_url:
+        # Copies left in the old calendar by meetings no longer listed above.
+        old = await session.scalars(
+            select(m.CalendarObject.meeting_id).join(m.Calendar, m.Calendar.id == m.CalendarObject.calendar_id)
+            .where(m.Calendar.url == previous_url, m.CalendarObject.meeting_id.is_not(None)))
+        for meeting_id in set(old):
+            await enqueue_push(session, meeting_id, previous_url)
+
+
+async def _still_used(session: AsyncSession, cal: m.Calendar) -> bool:
+    forum = await session.scalar(select(m.Forum.id).where(m.Forum.calendar_url == cal.url))
+    room = await session.scalar(select(m.Room.id).where(m.Room.calendar_url == cal.url))
+    return bool(forum or room)
+
+

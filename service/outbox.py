@@ -1,0 +1,195 @@
+"""The outbox: work on other systems, written with the change, done after commit.
+
+Jobs converge rather than replay: a job says "make X match the database", so a
+retry, a duplicate or a late run all end in the same state. At most one job per
+key waits at a time (a partial unique index), and a key is never run by two
+workers at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Awaitable, Callable
+
+from sqlalchemy import or_, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.engine import Database
+from service.db.models import OutboxJob, utcnow
+
+log = logging.getLogger("forumbridge.outbox")
+PENDING = text("status = 'pending'")
+LEASE = timedelta(minutes=5)
+MAX_BACKOFF = 300.0
+
+
+class RetryLater(Exception):
+    """The other system is unavailable; try the job again later."""
+
+
+class GiveUp(Exception):
+    """The other system refused the request itself; retrying cannot help."""
+
+
+async def enqueue(session: AsyncSession, kind: str, payload: dict[str, Any], key: str) -> None:
+    """Add a job in the caller's transaction, unless one with the same key already waits."""
+    now = utcnow()
+    values = {"kind": kind, "payload": payload, "key": key, "status": "pending", "attempts": 0,
+              "next_attempt_at": now, "created_at": now}
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(OutboxJob).values(id=uuid.uuid4(), **values).on_conflict_do_nothing(index_elements=["key"], index_where=PENDING)
+    await session.execute(stmt)
+    session.info["outbox_written"] = True
+
+
+@dataclass
+class Claimed:
+    id: Any
+    kind: str
+    payload: dict[str, Any]
+    key: str | None
+    attempts: int
+
+
+async def claim(db: Database, limit: int = 20) -> list[Claimed]:
+    """Take due jobs for this worker; on PostgreSQL, rows other workers hold are skipped."""
+    now = utcnow()
+    async with db.session(write=True) as s:
+        async with s.begin():
+            busy_keys = select(OutboxJob.key).where(
+                OutboxJob.status == "running", OutboxJob.next_attempt_at > now, OutboxJob.key.is_not(None)
+            )
+            stmt = (
+                select(OutboxJob)
+                .where(
+                    OutboxJob.status.in_(("pending", "running")),
+                    OutboxJob.next_attempt_at <= now,
+                    or_(OutboxJob.key.is_(None), OutboxJob.key.not_in(busy_keys)),
+                )
+                .order_by(OutboxJob.next_attempt_at, OutboxJob.created_at)
+                .limit(limit)
+            )
+            if db.dialect == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            taken, keys = [], set()
+            for job in (await s.scalars(stmt)).all():
+                if job.key is not None and job.key in keys:
+                    continue
+                keys.add(job.key)
+                job.status = "running"
+                job.attempts += 1
+                # A lease: if this worker dies, the job is due again after it.
+                job.next_attempt_at = now + LEASE
+                taken.append(Claimed(job.id, job.kind, dict(job.payload), job.key, job.attempts))
+    return taken
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next try: doubling from 1 s, capped at 5 minutes, with jitter."""
+    return min(MAX_BACKOFF, 2 ** min(attempts - 1, 16)) * random.uniform(0.8, 1.2)
+
+
+async def finish(db: Database, job: Claimed, error: BaseException | None) -> None:
+    """Record a job's outcome: done, again later, or failed for good."""
+    async with db.session(write=True) as s:
+        async with s.begin():
+            row = await s.get(OutboxJob, job.id)
+            if row is None:
+                return
+            if error is None:
+                row.status, row.done_at, row.last_error = "done", utcnow(), None
+                return
+            row.last_error = f"{type(error).__name__}: {error}"[:2000]
+            if isinstance(error, GiveUp):
+                row.status = "failed"
+                return
+            waiting = await s.scalar(
+                select(OutboxJob.id).where(OutboxJob.key == row.key, OutboxJob.status == "pending", OutboxJob.id != row.id)
+            )
+            if waiting is not None:
+                # A newer job for the same thing waits; it will do the work.
+                row.status = "superseded"
+                return
+            row.status = "pending"
+            row.next_attempt_at = utcnow() + timedelta(seconds=backoff(row.attempts))
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class OutboxWorker:
+    """Drains the outbox: woken after each commit that wrote jobs, and on a timer."""
+
+    def __init__(self, db: Database, handlers: dict[str, Handler], poll_s: float = 1.0) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.poll_s = poll_s
+        self.wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.idle = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-worker")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def run_once(self) -> int:
+        """Run every job that is due now; returns how many ran."""
+        done = 0
+        while True:
+            jobs = await claim(self.db)
+            if not jobs:
+                return done
+            for job in jobs:
+                await self._run_job(job)
+                done += 1
+
+    async def _run_job(self, job: Claimed) -> None:
+        handler = self.handlers.get(job.kind)
+        error: BaseException | None = None
+        if handler is None:
+            error = GiveUp(f"no handler for job kind {job.kind!r}")
+        else:
+            try:
+                await handler(job.payload)
+            except (RetryLater, GiveUp) as exc:
+                error = exc
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug in one job must not stop the others
+                log.exception("outbox job %s (%s) failed", job.id, job.kind)
+                error = exc
+        if error is not None:
+            log.warning("outbox job %s (%s) attempt %d: %s", job.id, job.kind, job.attempts, error)
+        await finish(self.db, job, error)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.idle.clear()
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database may be down; try again
+                log.exception("outbox worker cycle failed")
+            self.idle.set()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+
+
