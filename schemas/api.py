@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from schemas.common import Out, Wire
 
@@ -26,6 +26,21 @@ def _email(value: str) -> str:
     return value
 
 
+def _not_null(cls: type, value: Any) -> Any:
+    """For patches: leaving a field out keeps it, null would erase what may not be empty."""
+    if value is None:
+        raise ValueError("may not be null; leave the field out to keep its value")
+    return value
+
+
+def _sane_year(value: datetime) -> datetime:
+    # Far-off years overflow when moved between zones, and no meeting is held then.
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"must lie between the years {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+MIN_YEAR, MAX_YEAR = 1900, 2200
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
@@ -41,7 +56,11 @@ Source = Literal["service", "calendar"]
 
 # Times: with an offset they are taken as given; without one they are read in the
 # meeting's zone (see service.timeutil), so the schema accepts both forms.
-When = Annotated[datetime, Field(description="ISO 8601; without an offset it is read in the meeting's time zone")]
+When = Annotated[
+    datetime,
+    AfterValidator(_sane_year),
+    Field(description="ISO 8601; without an offset it is read in the meeting's time zone"),
+]
 
 
 class Stamped(Out):
@@ -61,6 +80,8 @@ class SitePatch(Wire):
     name: Name | None = None
     city: Name | None = None
     timezone: Zone | None = None
+
+    _present = field_validator("name", "city", "timezone")(_not_null)
 
 
 class SiteOut(Stamped):
@@ -87,6 +108,8 @@ class RoomPatch(Wire):
     video_endpoint: Endpoint | None = None
     calendar_url: Url | None = None
 
+    _present = field_validator("site_id", "name", "capacity", "equipment")(_not_null)
+
 
 class RoomOut(Stamped):
     site_id: uuid.UUID
@@ -99,8 +122,8 @@ class RoomOut(Stamped):
 
 
 class BusyQuery(Wire):
-    from_: datetime | None = Field(default=None, alias="from", description="Default: now")
-    to: datetime | None = Field(default=None, description="Default: 30 days after `from`")
+    from_: When | None = Field(default=None, alias="from", description="Default: now")
+    to: When | None = Field(default=None, description="Default: 30 days after `from`")
 
 
 class BusyOut(BaseModel):
@@ -131,6 +154,8 @@ class PersonPatch(Wire):
     organisation: Name | None = None
     region: Name | None = None
 
+    _present = field_validator("name", "email")(_not_null)
+
 
 class PersonOut(Stamped):
     name: str
@@ -150,6 +175,8 @@ class ForumPatch(Wire):
     name: Title | None = None
     kind: ForumKind | None = None
     calendar_url: Url | None = None
+
+    _present = field_validator("name", "kind")(_not_null)
 
 
 class ForumOut(Stamped):
@@ -248,8 +275,8 @@ class MeetingOut(Stamped):
 class MeetingQuery(Wire):
     forum_id: uuid.UUID | None = None
     status: MeetingStatus | None = None
-    from_: datetime | None = Field(default=None, alias="from", description="Meetings ending after this")
-    to: datetime | None = Field(default=None, description="Meetings starting before this")
+    from_: When | None = Field(default=None, alias="from", description="Meetings ending after this")
+    to: When | None = Field(default=None, description="Meetings starting before this")
     limit: Annotated[int, Field(ge=1, le=500)] = 50
     cursor: Annotated[str, StringConstraints(max_length=500)] | None = None
 
@@ -312,3 +339,61 @@ class AuditQuery(Wire):
 
 class SessionList(BaseModel):
     items: list[SessionOut]
+
+
+# -- calendars -----------------------------------------------------------------
+class JobOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    meeting_id: uuid.UUID | None
+    status: Literal["pending", "running", "failed"]
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+class CalendarOut(BaseModel):
+    id: uuid.UUID
+    url: str
+    purpose: Literal["forum", "room"]
+    owner_id: uuid.UUID
+    owner: str | None
+    last_sync_at: datetime | None
+    sync_token_kept: bool
+    last_error: str | None
+    objects: int = Field(description="Meetings of ours stored in the calendar")
+    busy_blocks: int = Field(description="Events of others found in the calendar that block the room")
+    pending_jobs: int
+    failed_jobs: int
+    jobs: list[JobOut] = Field(description="Jobs not yet done, with their last error")
+
+
+class CalendarList(BaseModel):
+    items: list[CalendarOut]
+
+
+class SyncResult(BaseModel):
+    calendars: int
+    changed: int
+    deleted: int
+    errors: list[str]
+    jobs_run: int
+
+
+class ConflictOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    room_id: uuid.UUID | None
+    meeting_id: uuid.UUID | None
+    calendar_url: str | None
+    external_uid: str | None
+    detail: str
+    status: Literal["open", "resolved"]
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class ConflictQuery(Wire):
+    status: Literal["open", "resolved"] | None = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+    cursor: Annotated[str, StringConstraints(max_length=500)] | None = None

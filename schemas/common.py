@@ -3,15 +3,43 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 T = TypeVar("T")
+
+
+def _nul_at(data: Any) -> str | None:
+    """The dotted path of the first string (value or key) holding a NUL character, if any."""
+    # A loop, not recursion: a body may be nested as deeply as the JSON parser allows.
+    stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return ".".join(path) or "body"
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                if isinstance(key, str) and "\x00" in key:
+                    return ".".join(path) or "body"
+                stack.append(((*path, str(key)), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, str(i)), item) for i, item in reversed(list(enumerate(value))))
+    return None
 
 
 class Wire(BaseModel):
     """Base of every request body: unknown fields are refused, strings kept as sent."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL cannot store NUL in text, and no name or title needs one.
+        where = _nul_at(data)
+        if where is not None:
+            raise ValueError(f"{where}: must not contain a NUL character")
+        return data
 
 
 class Out(BaseModel):

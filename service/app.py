@@ -9,7 +9,7 @@ from aiohttp import web
 
 from service.container import build_services
 from service.db.engine import create_database
-from service.http import ops
+from service.http import feeds, ops
 from service.http.middleware import observe
 from service.http.openapi import build
 from service.http.routes import v1
@@ -33,13 +33,21 @@ def create_app(settings: Settings) -> web.Application:
     app[SERVICES] = build_services(settings, db, jwt_secret(settings))
     app[OPENAPI] = build(v1, package_version())
     ops.install(app)
+    feeds.install(app)
     v1.install(app)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[SERVICES].db.dispose()
 
+    async def workers(app: web.Application) -> AsyncIterator[None]:
+        # The outbox worker and the calendar sync run beside the requests.
+        app[SERVICES].start_workers()
+        yield
+        await app[SERVICES].stop_workers()
+
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(workers)
     return app
 
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import Database
@@ -98,6 +99,14 @@ def backoff(attempts: int) -> float:
 
 async def finish(db: Database, job: Claimed, error: BaseException | None) -> None:
     """Record a job's outcome: done, again later, or failed for good."""
+    try:
+        await _finish(db, job, error, superseded=False)
+    except IntegrityError:
+        # A newer job for the same key was queued while we decided: it will do the work.
+        await _finish(db, job, error, superseded=True)
+
+
+async def _finish(db: Database, job: Claimed, error: BaseException | None, superseded: bool) -> None:
     async with db.session(write=True) as s:
         async with s.begin():
             row = await s.get(OutboxJob, job.id)
@@ -110,15 +119,24 @@ async def finish(db: Database, job: Claimed, error: BaseException | None) -> Non
             if isinstance(error, GiveUp):
                 row.status = "failed"
                 return
-            waiting = await s.scalar(
+            waiting = superseded or await s.scalar(
                 select(OutboxJob.id).where(OutboxJob.key == row.key, OutboxJob.status == "pending", OutboxJob.id != row.id)
             )
-            if waiting is not None:
-                # A newer job for the same thing waits; it will do the work.
+            if waiting:
                 row.status = "superseded"
                 return
             row.status = "pending"
             row.next_attempt_at = utcnow() + timedelta(seconds=backoff(row.attempts))
+
+
+async def retry_now(db: Database) -> None:
+    """Make every waiting job due now (an operator's "sync now" after fixing a server)."""
+    async with db.session(write=True) as s:
+        async with s.begin():
+            await s.execute(
+                update(OutboxJob).where(OutboxJob.status == "pending", OutboxJob.next_attempt_at > utcnow())
+                .values(next_attempt_at=utcnow())
+            )
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]

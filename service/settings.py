@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,7 +15,13 @@ DEFAULTS_FILE = ROOT / "config" / "forumbridge.toml"
 ENV_PREFIX = "FORUMBRIDGE_"
 
 
-class HttpSettings(BaseModel):
+class Section(BaseModel):
+    """A section of the file: a misspelt option is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpSettings(Section):
     host: str = Field("127.0.0.1", description="Address to listen on")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on")
     public_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://", description="Base of join links and feeds")
@@ -23,13 +29,13 @@ class HttpSettings(BaseModel):
     shutdown_timeout_s: float = Field(10.0, ge=0, description="Grace period for requests on SIGTERM")
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(Section):
     url: str = Field("sqlite+aiosqlite:///var/forumbridge.db", pattern=r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://")
     pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
     echo: bool = False
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(Section):
     jwt_secret: str = Field("", description="HS256 secret; empty: generated and kept in the data folder")
     jwt_public_key: str = Field("", description="PEM public key for RS256/ES256 tokens")
     jwks_url: str = Field("", description="JWKS URL of the identity provider")
@@ -38,25 +44,25 @@ class AuthSettings(BaseModel):
     leeway_s: int = Field(30, ge=0, le=600, description="Clock skew allowed on exp/nbf")
 
 
-class OrganizerSettings(BaseModel):
+class OrganizerSettings(Section):
     name: str = "Forum secretariat"
     email: str = "forum@example.org"
 
 
-class CalendarAccount(BaseModel):
+class CalendarAccount(Section):
     url: str
     username: str = ""
     password: str = ""
     verify_tls: bool = True
 
 
-class CalendarSettings(BaseModel):
+class CalendarSettings(Section):
     sync_interval_s: float = Field(60, gt=0)
     client_changes: Literal["apply", "revert"] = "apply"
     accounts: list[CalendarAccount] = []
 
 
-class MailSettings(BaseModel):
+class MailSettings(Section):
     host: str = "localhost"
     port: int = Field(25, ge=1, le=65535)
     security: Literal["none", "starttls", "tls"] = "none"

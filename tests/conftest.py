@@ -1,6 +1,8 @@
 """Fixtures: the real app on a real database, SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
+pytest_plugins = ["tests.support.caldav_servers"]
+
 import secrets
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator

@@ -158,6 +158,7 @@ class RoomBooking(Base):
     calendar_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("calendars.id", ondelete="CASCADE"))
     external_uid: Mapped[str | None] = mapped_column(String(500))
     external_href: Mapped[str | None] = mapped_column(String(2000))
+    external_etag: Mapped[str | None] = mapped_column(String(500))
     summary: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -227,7 +228,7 @@ class CalendarObject(Base):
     __tablename__ = "calendar_objects"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     calendar_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("calendars.id", ondelete="CASCADE"))
-    meeting_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"))
+    meeting_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"), index=True)
     uid: Mapped[str] = mapped_column(String(500))
     href: Mapped[str] = mapped_column(String(2000))
     etag: Mapped[str | None] = mapped_column(String(500))

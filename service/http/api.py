@@ -156,6 +156,9 @@ async def _json_body(request: web.Request) -> Any:
         raise BadBody(f"body: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", field="body") from None
     except RecursionError:
         raise BadBody("body: nested too deeply", field="body") from None
+    except ValueError as exc:
+        # Python refuses integers of more than 4300 digits while parsing.
+        raise BadBody(f"body: not acceptable JSON ({exc})", field="body") from None
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, str]]:

@@ -17,7 +17,8 @@ from service.http.auth import Forbidden, Unauthenticated
 from service.keys import REQUEST_ID, SERVICES
 
 log = logging.getLogger("forumbridge.http")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# An incoming id is echoed only when it is this tame (it goes into logs and headers).
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 PROBLEM = "application/problem+json"
 
 
@@ -67,7 +68,7 @@ def _from_exception(request: web.Request, exc: BaseException) -> web.StreamRespo
 async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Request id, error mapping, one log line and the metrics of every request."""
     rid = request.headers.get("X-Request-Id", "")
-    rid = rid if REQUEST_ID.match(rid) else uuid.uuid4().hex
+    rid = rid if SANE_REQUEST_ID.match(rid) else uuid.uuid4().hex
     request[REQUEST_ID] = rid
     started = time.perf_counter()
     try:

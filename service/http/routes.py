@@ -157,3 +157,22 @@ async def delete_invitation(ctx: Ctx) -> None:
           query=api.AuditQuery, response=api.AuditOut, paged=True)
 async def list_audit(ctx: Ctx):  # noqa: ANN201
     return await ctx.svc.audit.list(ctx.query)
+
+
+# -- calendars -----------------------------------------------------------------
+@v1.route("GET", P + "/calendars", summary="Every calendar the service syncs, with its pending and failed jobs",
+          tag="calendars", response=api.CalendarList)
+async def list_calendars(ctx: Ctx) -> api.CalendarList:
+    return await ctx.svc.calendar_status.calendars()
+
+
+@v1.route("POST", P + "/calendars/sync", summary="Pull every calendar now and run the due jobs", tag="calendars",
+          role="secretariat", response=api.SyncResult)
+async def sync_calendars(ctx: Ctx) -> api.SyncResult:
+    return await ctx.svc.sync_now()
+
+
+@v1.route("GET", P + "/conflicts", summary="Clashes between bookings and events made in calendar clients",
+          tag="calendars", query=api.ConflictQuery, response=api.ConflictOut, paged=True)
+async def list_conflicts(ctx: Ctx):  # noqa: ANN201
+    return await ctx.svc.calendar_status.conflicts(ctx.query)

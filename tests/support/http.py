@@ -1,6 +1,8 @@
 """A thin client for the API as a user of it sees it."""
 from __future__ import annotations
 
+import json as jsonlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +14,22 @@ from service.settings import Settings
 
 def token_for(settings: Settings, role: str = "secretariat", sub: str = "tester", ttl: timedelta = timedelta(hours=1)) -> str:
     return issue_token(settings.auth.jwt_secret, sub, role, ttl, settings.auth.issuer, settings.auth.audience)
+
+
+@dataclass
+class Reply:
+    """An answer as the client received it: status, headers and the raw body."""
+
+    status: int
+    headers: Any
+    raw: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip()
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.raw)
 
 
 class ApiClient:
@@ -35,6 +53,12 @@ class ApiClient:
             if resp.content_type.endswith("json"):
                 return resp.status, await resp.json()
             return resp.status, await resp.text()
+
+    async def send(self, method: str, path: str, **kw: Any) -> Reply:
+        """Any request (`json=`, `data=`, `headers=`), answered with its headers and raw body."""
+        headers = self._headers(kw.pop("headers", None))
+        async with self.client.request(method, path, headers=headers, **kw) as resp:
+            return Reply(resp.status, resp.headers, await resp.read())
 
     async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
         return await self.request("GET", path, **kw)

@@ -21,6 +21,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('owner_id', sa.Uuid(), nullable=False))
         batch_op.create_index(batch_op.f('ix_calendars_owner_id'), ['owner_id'], unique=False)
 
+    with op.batch_alter_table('calendar_objects', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_calendar_objects_meeting_id'), ['meeting_id'], unique=False)
+
     with op.batch_alter_table('forums', schema=None) as batch_op:
         batch_op.add_column(sa.Column('feed_token', sa.String(length=64), nullable=True))
         batch_op.drop_constraint(batch_op.f('uq_forums_feed_token_hash'), type_='unique')
@@ -32,6 +35,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('room_bookings', schema=None) as batch_op:
         batch_op.add_column(sa.Column('external_href', sa.String(length=2000), nullable=True))
+        batch_op.add_column(sa.Column('external_etag', sa.String(length=500), nullable=True))
 
     with op.batch_alter_table('rooms', schema=None) as batch_op:
         batch_op.add_column(sa.Column('feed_token', sa.String(length=64), nullable=True))
@@ -49,6 +53,7 @@ def downgrade() -> None:
         batch_op.drop_column('feed_token')
 
     with op.batch_alter_table('room_bookings', schema=None) as batch_op:
+        batch_op.drop_column('external_etag')
         batch_op.drop_column('external_href')
 
     with op.batch_alter_table('outbox_jobs', schema=None) as batch_op:
@@ -59,6 +64,9 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f('uq_forums_feed_token'), type_='unique')
         batch_op.create_unique_constraint(batch_op.f('uq_forums_feed_token_hash'), ['feed_token_hash'])
         batch_op.drop_column('feed_token')
+
+    with op.batch_alter_table('calendar_objects', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_calendar_objects_meeting_id'))
 
     with op.batch_alter_table('calendars', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_calendars_owner_id'))

@@ -1,0 +1,134 @@
+"""The calendar push job: make one calendar's copy of one meeting match the database."""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from connectors.calendar import (
+    CalendarAuthError,
+    CalendarConnector,
+    CalendarPreconditionFailed,
+    CalendarRejected,
+    CalendarUidConflict,
+    CalendarUnavailable,
+    RemoteObject,
+)
+from service.calendar.ical import parse_event, render_shared
+from service.calendar.pull import PullRules, Seen
+from service.calendar.snapshot import belongs, build_event
+from service.db import models as m
+from service.db.engine import Database
+from service.outbox import GiveUp, RetryLater
+from service.settings import Settings
+from service.usecases.base import Actor, UnitOfWork
+
+log = logging.getLogger("forumbridge.calendar")
+ATTEMPTS = 3
+
+
+class CalendarPusher:
+    """Handler of `calendar.push` jobs: create, update (If-Match) or remove the object."""
+
+    def __init__(self, db: Database, connector: CalendarConnector, settings: Settings, rules: PullRules) -> None:
+        self.db = db
+        self.connector = connector
+        self.settings = settings
+        self.rules = rules
+
+    async def __call__(self, payload: dict[str, Any]) -> None:
+        meeting_id, url = uuid.UUID(payload["meeting_id"]), payload["calendar_url"]
+        try:
+            for _ in range(ATTEMPTS):
+                if await self._converge(meeting_id, url):
+                    return
+            raise RetryLater("the object kept changing under us; trying again later")
+        except CalendarUnavailable as exc:
+            raise RetryLater(f"calendar server unavailable: {exc}") from exc
+        except CalendarAuthError as exc:
+            # The operator fixes the account; until then the job waits, visible with this error.
+            raise RetryLater(f"calendar server refused our credentials: {exc}") from exc
+        except CalendarRejected as exc:
+            raise GiveUp(f"calendar server refused the request: {exc}") from exc
+
+    async def _converge(self, meeting_id: uuid.UUID, url: str) -> bool:
+        """One attempt; False when a precondition failed and the state was reconciled (try again)."""
+        async with self.db.session(write=False) as s:
+            cal = await s.scalar(select(m.Calendar).where(m.Calendar.url == url))
+            if cal is None:
+                return True
+            meeting = await s.get(m.Meeting, meeting_id)
+            uid = meeting.uid if meeting else f"{meeting_id}@forumbridge"
+            obj = await s.scalar(select(m.CalendarObject).where(
+                m.CalendarObject.calendar_id == cal.id, m.CalendarObject.uid == uid))
+            wanted = await belongs(s, meeting, url)
+            data = render_shared(await build_event(s, meeting, self.settings)) if wanted and meeting else None
+            known = (obj.href, obj.etag) if obj else None
+            sequence = meeting.sequence if meeting else 0
+        if data is None:
+            if known is not None:
+                await self.connector.delete(url, known[0], None)
+                await self._forget(cal.id, uid)
+            return True
+        try:
+            href, etag = await self.connector.put(url, uid, data, known[1] if known else None)
+        except CalendarPreconditionFailed:
+            await self._reconcile(cal.id, url, known[0] if known else self.connector.object_href(url, uid), uid)
+            return False
+        except CalendarUidConflict as exc:
+            raise GiveUp(f"another object in {url} holds the UID {uid}: {exc}") from exc
+        if etag is None:
+            # The server changed what we sent (RFC 4791 says it then sends no ETag): read its version.
+            stored = await self.connector.get(url, href)
+            etag = stored.etag if stored else None
+        await self._record(cal.id, meeting_id, uid, href, etag, sequence)
+        return True
+
+    async def _reconcile(self, calendar_id: uuid.UUID, url: str, href: str, uid: str) -> None:
+        """412: someone changed or created the object; apply the pull rules to what is there now."""
+        remote: RemoteObject | None = await self.connector.get(url, href)
+        actor = Actor(f"calendar:{url}", frozenset({"secretariat"}))
+        move = None
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            cal = await uow.session.get(m.Calendar, calendar_id)
+            if cal is None:
+                return
+            obj = await uow.session.scalar(select(m.CalendarObject).where(
+                m.CalendarObject.calendar_id == calendar_id, m.CalendarObject.uid == uid))
+            if remote is None:
+                # Gone: create afresh next attempt.
+                if obj is not None:
+                    await uow.session.delete(obj)
+            elif obj is None:
+                # Ours from an earlier attempt whose record was lost: adopt it.
+                meeting = await uow.session.scalar(select(m.Meeting).where(m.Meeting.uid == uid))
+                uow.session.add(m.CalendarObject(calendar_id=calendar_id, meeting_id=meeting.id if meeting else None,
+                                                 uid=uid, href=remote.href, etag=remote.etag))
+            else:
+                move = await self.rules.changed(uow, cal, Seen(remote.href, remote.etag, parse_event(remote.data)))
+            await uow.commit()
+        if move is not None:
+            await self.rules.apply_move(move)
+
+    async def _record(self, calendar_id: uuid.UUID, meeting_id: uuid.UUID, uid: str, href: str,
+                      etag: str | None, sequence: int) -> None:
+        async with UnitOfWork(self.db, Actor("calendar-push"), write=True) as uow:
+            obj = await uow.session.scalar(select(m.CalendarObject).where(
+                m.CalendarObject.calendar_id == calendar_id, m.CalendarObject.uid == uid))
+            if obj is None:
+                exists = await uow.session.get(m.Meeting, meeting_id)
+                uow.session.add(m.CalendarObject(calendar_id=calendar_id, meeting_id=meeting_id if exists else None,
+                                                 uid=uid, href=href, etag=etag, sequence=sequence))
+            else:
+                obj.href, obj.etag, obj.sequence = href, etag, sequence
+            await uow.commit()
+
+    async def _forget(self, calendar_id: uuid.UUID, uid: str) -> None:
+        async with UnitOfWork(self.db, Actor("calendar-push"), write=True) as uow:
+            obj = await uow.session.scalar(select(m.CalendarObject).where(
+                m.CalendarObject.calendar_id == calendar_id, m.CalendarObject.uid == uid))
+            if obj is not None:
+                await uow.session.delete(obj)
+            await uow.commit()

@@ -1,0 +1,143 @@
+"""The pull side: read what changed in each calendar and apply the pull rules."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
+from typing import AsyncIterator
+
+from sqlalchemy import select, text
+
+from connectors.calendar import CalendarConnector, CalendarError
+from schemas import api
+from service.calendar.ical import parse_event
+from service.calendar.pull import Move, PullRules, Seen
+from service.db import models as m
+from service.db.engine import Database
+from service.timeutil import now
+from service.usecases.base import Actor, UnitOfWork
+
+log = logging.getLogger("forumbridge.calendar")
+
+
+class CalendarSync:
+    """Syncs every calendar a forum or room uses; one replica at a time per calendar."""
+
+    def __init__(self, db: Database, connector: CalendarConnector, rules: PullRules, default_zone: str = "Europe/Stockholm") -> None:
+        self.db = db
+        self.connector = connector
+        self.rules = rules
+        self.default_zone = default_zone
+        self._local_locks: dict[str, asyncio.Lock] = {}
+
+    async def sync_all(self) -> api.SyncResult:
+        async with self.db.session(write=False) as s:
+            used = set(await s.scalars(select(m.Forum.calendar_url).where(m.Forum.calendar_url.is_not(None))))
+            used |= set(await s.scalars(select(m.Room.calendar_url).where(m.Room.calendar_url.is_not(None))))
+            cals = [(c.id, c.url) for c in await s.scalars(select(m.Calendar).where(m.Calendar.url.in_(used)))] if used else []
+        result = api.SyncResult(calendars=len(cals), changed=0, deleted=0, errors=[], jobs_run=0)
+        for cal_id, url in cals:
+            try:
+                changed, deleted = await self.sync_one(cal_id)
+                result.changed += changed
+                result.deleted += deleted
+            except CalendarError as exc:
+                result.errors.append(f"{url}: {type(exc).__name__}: {exc}")
+        return result
+
+    async def sync_one(self, calendar_id: uuid.UUID) -> tuple[int, int]:
+        """Pull one calendar; returns (objects changed, objects deleted). Raises CalendarError after recording it."""
+        async with self._exclusive(calendar_id) as mine:
+            if not mine:
+                return 0, 0  # another replica syncs it right now
+            async with self.db.session(write=False) as s:
+                cal = await s.get(m.Calendar, calendar_id)
+                if cal is None:
+                    return 0, 0
+                url, token = cal.url, cal.sync_token
+                known = {o.href: o.etag for o in await s.scalars(
+                    select(m.CalendarObject).where(m.CalendarObject.calendar_id == calendar_id))}
+                known.update({b.external_href: b.external_etag for b in await s.scalars(
+                    select(m.RoomBooking).where(m.RoomBooking.calendar_id == calendar_id,
+                                                m.RoomBooking.external_href.is_not(None)))})
+            try:
+                changes = await self.connector.changes(url, token, known)
+            except CalendarError as exc:
+                await self._record_error(calendar_id, exc)
+                raise
+            moves: list[Move] = []
+            async with UnitOfWork(self.db, Actor(f"calendar:{url}", frozenset({"secretariat"})), write=True) as uow:
+                cal = await uow.session.get(m.Calendar, calendar_id)
+                if cal is None:
+                    return 0, 0
+                for obj in changes.changed:
+                    move = await self.rules.changed(uow, cal, Seen(obj.href, obj.etag, parse_event(obj.data, self.default_zone)))
+                    if move is not None:
+                        moves.append(move)
+                for href in changes.deleted:
+                    await self.rules.deleted(uow, cal, href)
+                cal.sync_token = changes.sync_token
+                cal.last_sync_at = now()
+                cal.last_error = None
+                await uow.commit()
+            for move in moves:
+                await self.rules.apply_move(move)
+            return len(changes.changed), len(changes.deleted)
+
+    async def _record_error(self, calendar_id: uuid.UUID, exc: Exception) -> None:
+        async with UnitOfWork(self.db, Actor("calendar-sync"), write=True) as uow:
+            cal = await uow.session.get(m.Calendar, calendar_id)
+            if cal is not None:
+                cal.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                await uow.commit()
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, calendar_id: uuid.UUID) -> AsyncIterator[bool]:
+        """In this process an asyncio lock; across PostgreSQL replicas an advisory lock too."""
+        lock = self._local_locks.setdefault(str(calendar_id), asyncio.Lock())
+        async with lock:
+            if self.db.dialect != "postgresql":
+                yield True
+                return
+            key = int.from_bytes(hashlib.sha256(f"calendar-sync:{calendar_id}".encode()).digest()[:8], "big", signed=True)
+            async with self.db.writer.connect() as conn:
+                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+                await conn.commit()
+                try:
+                    yield bool(got)
+                finally:
+                    if got:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        await conn.commit()
+
+
+class SyncLoop:
+    """Pulls every calendar on an interval; started and stopped with the app."""
+
+    def __init__(self, sync: CalendarSync, interval_s: float) -> None:
+        self.sync = sync
+        self.interval_s = interval_s
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="calendar-sync")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                result = await self.sync.sync_all()
+                for error in result.errors:
+                    log.warning("calendar sync: %s", error)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("calendar sync round failed")

@@ -1,0 +1,380 @@
+"""Calendar sync against real Radicale and Xandikos servers, through the HTTP API."""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import caldav
+import pytest
+from icalendar import Calendar
+from sqlalchemy import select, update
+
+from service.app import create_app
+from service.db import models as m
+from service.keys import SERVICES
+from service.settings import Settings
+from tests.conftest import meeting_body
+from tests.support.caldav_servers import CaldavServer
+from tests.support.http import ApiClient, token_for
+
+STHLM = ZoneInfo("Europe/Stockholm")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, caldav_server: CaldavServer) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database={"url": database_url},
+        auth={"jwt_secret": secrets.token_urlsafe(32)},
+        http={"public_url": "http://forum.test"},
+        organizer={"name": "Forumsekretariatet", "email": "forum@tillvaxt.example"},
+        calendar={"sync_interval_s": 3600, "accounts": [
+            {"url": a.url_prefix, "username": a.username, "password": a.password} for a in caldav_server.accounts]},
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> Any:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def calendars(api: ApiClient, world: dict[str, Any], caldav_server: CaldavServer) -> dict[str, str]:
+    """A forum calendar and a calendar for the rooms Tillväxten and Storsjön."""
+    urls = {"forum": caldav_server.new_calendar(), "Tillväxten": caldav_server.new_calendar(),
+            "Storsjön": caldav_server.new_calendar()}
+    await api.ok("PATCH", f"/api/v1/forums/{world['forum']['id']}", {"calendar_url": urls["forum"]})
+    for room in ("Tillväxten", "Storsjön"):
+        await api.ok("PATCH", f"/api/v1/rooms/{world['rooms'][room]['id']}", {"calendar_url": urls[room]})
+    return urls
+
+
+async def sync(api: ApiClient) -> dict[str, Any]:
+    return await api.ok("POST", "/api/v1/calendars/sync", status=200)
+
+
+async def settle(api: ApiClient, rounds: int = 20) -> None:
+    """Sync until nothing is left to do: a pull can queue pushes, a push can follow a pull, and the
+    background worker may be holding a job when the sync runs."""
+    quiet = 0
+    for _ in range(rounds):
+        result = await sync(api)
+        status = await api.ok("GET", "/api/v1/calendars")
+        waiting = sum(c["pending_jobs"] for c in status["items"])
+        if result["jobs_run"] == 0 and result["changed"] == 0 and result["deleted"] == 0 and waiting == 0:
+            quiet += 1
+            if quiet == 2:
+                return
+        else:
+            quiet = 0
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"calendars did not settle: {status}")
+
+
+def read_calendar(server: CaldavServer, url: str) -> list[tuple[str, bytes]]:
+    """Every object in a calendar, read by an independent client (the caldav library's sync client)."""
+    client = caldav.DAVClient(url=server.origin + "/", username=server.username, password=server.password)
+    cal = client.calendar(url=url)
+    out = []
+    for obj in cal.events():
+        if obj.data is None:
+            obj.load()
+        out.append((str(obj.url), obj.data.encode() if isinstance(obj.data, str) else obj.data))
+    return out
+
+
+async def objects(server: CaldavServer, url: str) -> list[tuple[str, Any]]:
+    raw = await asyncio.to_thread(read_calendar, server, url)
+    return [(href, Calendar.from_ical(data)) for href, data in raw]
+
+
+def vevent(cal: Any) -> Any:
+    [ev] = [c for c in cal.walk("VEVENT")]
+    return ev
+
+
+async def book_on_dst_day(api: ApiClient, world: dict[str, Any]) -> dict[str, Any]:
+    body = meeting_body(world, "Tillväxten", "Storsjön", start="2027-03-28T00:30:00", end="2027-03-28T05:00:00",
+                        title="Nattmöte; om tillväxt, å ä ö", description="Rad ett\nRad två, med komma; och semikolon",
+                        sessions=[{"title": "Kompetensförsörjning", "starts_at": "2027-03-28T01:00:00",
+                                   "ends_at": "2027-03-28T03:30:00"}])
+    meeting = await api.ok("POST", "/api/v1/meetings", body)
+    person = await api.ok("POST", "/api/v1/people", {"name": "Jörgen Ångström", "email": "jorgen@region.example"})
+    await api.ok("POST", f"/api/v1/meetings/{meeting['id']}/invitations", {"person_id": person["id"], "mode": "remote"})
+    return meeting
+
+
+async def test_a_booked_meeting_appears_once_in_the_forum_and_each_room_calendar(api, world, calendars, caldav_server) -> None:
+    meeting = await book_on_dst_day(api, world)
+    await settle(api)
+    for name in ("forum", "Tillväxten", "Storsjön"):
+        found = await objects(caldav_server, calendars[name])
+        assert len(found) == 1, (name, found)
+        href, cal = found[0]
+        ev = vevent(cal)
+        assert str(ev["UID"]) == meeting["uid"]
+        assert int(ev["SEQUENCE"]) == meeting["sequence"]
+        assert ev.get("DTSTAMP") is not None
+        assert ev["DTSTART"].params["TZID"] == "Europe/Stockholm"
+        start, end = ev.decoded("DTSTART"), ev.decoded("DTEND")
+        assert start.replace(tzinfo=None) == datetime(2027, 3, 28, 0, 30) and start.utcoffset() == timedelta(hours=1)
+        assert end.replace(tzinfo=None) == datetime(2027, 3, 28, 5, 0) and end.utcoffset() == timedelta(hours=2)
+        assert end.astimezone(timezone.utc) - start.astimezone(timezone.utc) == timedelta(hours=3, minutes=30)
+        assert [str(tz["TZID"]) for tz in cal.walk("VTIMEZONE")] == ["Europe/Stockholm"]
+        assert str(ev["SUMMARY"]) == "Nattmöte; om tillväxt, å ä ö"
+        assert "Tillväxten" in str(ev["LOCATION"]) and "Stockholm" in str(ev["LOCATION"])
+        description = str(ev["DESCRIPTION"])
+        assert "Kompetensförsörjning" in description and "Rad två, med komma; och semikolon" in description
+        assert str(ev["ORGANIZER"]) == "mailto:forum@tillvaxt.example"
+        attendees = ev.get("ATTENDEE")
+        people = [a for a in attendees if a.params.get("CUTYPE") != "ROOM"]
+        rooms = [a for a in attendees if a.params.get("CUTYPE") == "ROOM"]
+        assert [(str(a), a.params["PARTSTAT"], a.params["ROLE"]) for a in people] == [
+            ("mailto:jorgen@region.example", "NEEDS-ACTION", "REQ-PARTICIPANT")]
+        assert sorted(a.params["CN"] for a in rooms) == ["Storsjön", "Tillväxten"]
+        assert str(ev["STATUS"]) == "CONFIRMED"
+        assert "/j/" not in cal.to_ical().decode()
+    status = await api.ok("GET", "/api/v1/calendars")
+    assert {c["url"]: (c["objects"], c["pending_jobs"], c["failed_jobs"]) for c in status["items"]} == {
+        url: (1, 0, 0) for url in calendars.values()}
+
+
+async def test_a_rescheduled_meeting_keeps_its_uid_and_raises_its_sequence(api, world, calendars, caldav_server) -> None:
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    await settle(api)
+    moved = await api.ok("PATCH", f"/api/v1/meetings/{meeting['id']}", {
+        "starts_at": "2027-04-06T13:00:00", "ends_at": "2027-04-06T15:00:00", "room_ids": [world["rooms"]["Storsjön"]["id"]]})
+    await settle(api)
+    [(_, forum_cal)] = await objects(caldav_server, calendars["forum"])
+    ev = vevent(forum_cal)
+    assert str(ev["UID"]) == meeting["uid"] and int(ev["SEQUENCE"]) == moved["sequence"] > meeting["sequence"]
+    assert ev.decoded("DTSTART") == datetime(2027, 4, 6, 13, 0, tzinfo=STHLM)
+    # The room it left no longer shows it; the room it moved to does.
+    assert await objects(caldav_server, calendars["Tillväxten"]) == []
+    [(_, room_cal)] = await objects(caldav_server, calendars["Storsjön"])
+    assert str(vevent(room_cal)["UID"]) == meeting["uid"]
+
+
+async def test_a_cancelled_meeting_is_cancelled_in_the_forum_calendar_and_gone_from_the_rooms(api, world, calendars, caldav_server) -> None:
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", "Storsjön"))
+    await settle(api)
+    await api.ok("DELETE", f"/api/v1/meetings/{meeting['id']}")
+    await settle(api)
+    [(_, forum_cal)] = await objects(caldav_server, calendars["forum"])
+    assert str(vevent(forum_cal)["STATUS"]) == "CANCELLED"
+    assert await objects(caldav_server, calendars["Tillväxten"]) == []
+    assert await objects(caldav_server, calendars["Storsjön"]) == []
+
+
+async def test_with_the_server_down_nothing_is_lost_and_calendars_converge_later(api, world, calendars, caldav_server) -> None:
+    kept = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", title="Redan synkat"))
+    await settle(api)
+    caldav_server.stop()
+    made = []
+    for day in (10, 11, 12):
+        made.append(await api.ok("POST", "/api/v1/meetings", meeting_body(
+            world, "Tillväxten", start=f"2027-04-{day}T09:00:00", end=f"2027-04-{day}T10:00:00", title=f"Dag {day}")))
+    moved = await api.ok("PATCH", f"/api/v1/meetings/{made[0]['id']}", {"title": "Dag 10, flyttad", "ends_at": "2027-04-10T11:00:00"})
+    await api.ok("DELETE", f"/api/v1/meetings/{made[1]['id']}")
+    await api.ok("PATCH", f"/api/v1/meetings/{kept['id']}", {"title": "Ändrat medan servern var nere"})
+    result = await sync(api)
+    assert result["errors"], "the sync reports the unreachable server"
+    status = await api.ok("GET", "/api/v1/calendars")
+    forum = next(c for c in status["items"] if c["url"] == calendars["forum"])
+    assert forum["pending_jobs"] >= 4 and forum["failed_jobs"] == 0
+    assert all(j["last_error"] for j in forum["jobs"] if j["attempts"] > 0 and j["status"] == "pending")
+    assert forum["last_error"]
+    caldav_server.start()
+    await settle(api)
+    forum_objects = {str(vevent(c)["UID"]): vevent(c) for _, c in await objects(caldav_server, calendars["forum"])}
+    assert len(forum_objects) == 4 == len(await objects(caldav_server, calendars["forum"]))
+    assert str(forum_objects[moved["uid"]]["SUMMARY"]) == "Dag 10, flyttad"
+    assert int(forum_objects[moved["uid"]]["SEQUENCE"]) == moved["sequence"]
+    assert str(forum_objects[made[1]["uid"]]["STATUS"]) == "CANCELLED"
+    assert str(forum_objects[kept["uid"]]["SUMMARY"]) == "Ändrat medan servern var nere"
+    room_uids = sorted(str(vevent(c)["UID"]) for _, c in await objects(caldav_server, calendars["Tillväxten"]))
+    assert room_uids == sorted([kept["uid"], made[0]["uid"], made[2]["uid"]])
+    status = await api.ok("GET", "/api/v1/calendars")
+    assert all(c["pending_jobs"] == 0 and c["failed_jobs"] == 0 and c["last_error"] is None for c in status["items"])
+
+
+def _rewrite(server: CaldavServer, href_url: str, data: bytes, **changes: Any) -> None:
+    """Change our event as a calendar client would: edit the text, PUT with If-Match."""
+    status, headers, body = server.request("GET", href_url)
+    assert status == 200
+    cal = Calendar.from_ical(body)
+    ev = vevent(cal)
+    for name, value in changes.items():
+        if name in ("DTSTART", "DTEND"):
+            del ev[name]
+            ev.add(name, value)
+        elif name == "PARTSTAT":
+            for att in ev.get("ATTENDEE"):
+                if str(att).lower() == f"mailto:{value[0]}":
+                    att.params["PARTSTAT"] = value[1]
+        else:
+            del ev[name]
+            ev.add(name, value)
+    etag = {k.lower(): v for k, v in headers.items()}["etag"]
+    status, _, body = server.request("PUT", href_url, cal.to_ical(), {"If-Match": etag, "Content-Type": "text/calendar"})
+    assert status in (200, 201, 204), (status, body)
+
+
+async def test_an_event_moved_in_a_client_is_applied_when_the_rooms_are_free(api, world, calendars, caldav_server) -> None:
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    await settle(api)
+    [(href, cal)] = await objects(caldav_server, calendars["forum"])
+    _rewrite(caldav_server, href, cal.to_ical(), DTSTART=datetime(2027, 4, 5, 13, 0, tzinfo=STHLM),
+             DTEND=datetime(2027, 4, 5, 15, 0, tzinfo=STHLM))
+    await settle(api)
+    after = await api.ok("GET", f"/api/v1/meetings/{meeting['id']}")
+    assert (after["starts_at"], after["ends_at"]) == ("2027-04-05T13:00:00+02:00", "2027-04-05T15:00:00+02:00")
+    assert after["sequence"] > meeting["sequence"]
+    log = await api.ok("GET", f"/api/v1/audit?entity=meeting&entity_id={meeting['id']}")
+    assert any(e["action"] == "rescheduled" and e["actor"].startswith("calendar:") for e in log["items"])
+    # The room's calendar follows.
+    [(_, room_cal)] = await objects(caldav_server, calendars["Tillväxten"])
+    assert vevent(room_cal).decoded("DTSTART") == datetime(2027, 4, 5, 13, 0, tzinfo=STHLM)
+
+
+async def test_an_event_moved_onto_a_taken_room_is_written_back_and_reported(api, world, calendars, caldav_server) -> None:
+    await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", start="2027-04-05T13:00:00", end="2027-04-05T15:00:00", title="Upptar rummet"))
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    await settle(api)
+    href = next(h for h, c in await objects(caldav_server, calendars["forum"]) if str(vevent(c)["UID"]) == meeting["uid"])
+    _rewrite(caldav_server, href, b"", DTSTART=datetime(2027, 4, 5, 14, 0, tzinfo=STHLM), DTEND=datetime(2027, 4, 5, 16, 0, tzinfo=STHLM))
+    await settle(api)
+    after = await api.ok("GET", f"/api/v1/meetings/{meeting['id']}")
+    assert after["starts_at"] == meeting["starts_at"] and after["ends_at"] == meeting["ends_at"]
+    ours = next(vevent(c) for _, c in await objects(caldav_server, calendars["forum"]) if str(vevent(c)["UID"]) == meeting["uid"])
+    assert ours.decoded("DTSTART") == datetime(2027, 4, 5, 9, 0, tzinfo=STHLM)
+    conflicts = await api.ok("GET", "/api/v1/conflicts")
+    assert [(c["kind"], c["meeting_id"]) for c in conflicts["items"]] == [("client_move_refused", meeting["id"])]
+    log = await api.ok("GET", f"/api/v1/audit?entity=meeting&entity_id={meeting['id']}")
+    assert "calendar_move_reverted" in [e["action"] for e in log["items"]]
+
+
+async def test_a_partstat_change_in_a_client_updates_the_rsvp(api, world, calendars, caldav_server) -> None:
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    person = await api.ok("POST", "/api/v1/people", {"name": "Åsa Öberg", "email": "Asa.Oberg@Regeringen.example"})
+    inv = await api.ok("POST", f"/api/v1/meetings/{meeting['id']}/invitations", {"person_id": person["id"], "mode": "remote"})
+    await settle(api)
+    [(href, _)] = await objects(caldav_server, calendars["forum"])
+    _rewrite(caldav_server, href, b"", PARTSTAT=("asa.oberg@regeringen.example", "ACCEPTED"))
+    await settle(api)
+    assert (await api.ok("GET", f"/api/v1/invitations/{inv['id']}"))["rsvp"] == "accepted"
+
+
+def _foreign_event(uid: str, start: datetime, end: datetime, summary: str = "Styrelsemöte") -> bytes:
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Mozilla.org/NONSGML Mozilla Calendar V1.1//EN\r\n"
+        f"BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20270101T000000Z\r\n"
+        f"DTSTART:{start.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}\r\nDTEND:{end.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}\r\n"
+        f"SUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    ).encode()
+
+
+async def test_an_event_made_in_a_room_calendar_blocks_the_room_and_a_clash_is_reported(api, world, calendars, caldav_server) -> None:
+    ours = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", start="2027-04-07T09:00:00", end="2027-04-07T10:00:00"))
+    await settle(api)
+    room_cal = calendars["Tillväxten"]
+    blocker = _foreign_event("styrelse-1", datetime(2027, 4, 5, 9, 0, tzinfo=STHLM), datetime(2027, 4, 5, 11, 0, tzinfo=STHLM))
+    clash = _foreign_event("frukost-2", datetime(2027, 4, 7, 9, 30, tzinfo=STHLM), datetime(2027, 4, 7, 10, 30, tzinfo=STHLM), "Frukostmöte")
+    for name, data in (("styrelse-1.ics", blocker), ("frukost-2.ics", clash)):
+        status, _, body = caldav_server.request("PUT", room_cal + name, data, {"Content-Type": "text/calendar", "If-None-Match": "*"})
+        assert status in (201, 204), body
+    await settle(api)
+    code, body = await api.post("/api/v1/meetings", meeting_body(world, "Tillväxten", start="2027-04-05T10:00:00", end="2027-04-05T12:00:00"))
+    assert code == 409 and body["conflicts"][0]["room"] == "Tillväxten" and body["conflicts"][0]["source"] == "calendar"
+    assert "Styrelsemöte" in body["detail"]
+    busy = await api.ok("GET", f"/api/v1/rooms/{world['rooms']['Tillväxten']['id']}/busy?from=2027-04-05T00:00:00&to=2027-04-08T00:00:00")
+    assert sorted((b["source"], b["title"]) for b in busy["items"]) == [
+        ("calendar", "Frukostmöte"), ("calendar", "Styrelsemöte"), ("service", "Forummöte")]
+    conflicts = await api.ok("GET", "/api/v1/conflicts?status=open")
+    assert [(c["kind"], c["meeting_id"], c["external_uid"]) for c in conflicts["items"]] == [
+        ("calendar_event_overlaps_booking", ours["id"], "frukost-2")]
+    # The blocking event goes away: the room is free again and the clash is resolved.
+    for name in ("styrelse-1.ics", "frukost-2.ics"):
+        caldav_server.request("DELETE", room_cal + name)
+    await settle(api)
+    await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", start="2027-04-05T10:00:00", end="2027-04-05T12:00:00"))
+    assert (await api.ok("GET", "/api/v1/conflicts?status=open"))["items"] == []
+    assert len((await api.ok("GET", "/api/v1/conflicts?status=resolved"))["items"]) == 1
+
+
+async def test_a_sync_token_the_server_forgot_falls_back_to_a_full_listing(api, world, calendars, caldav_server, client) -> None:
+    await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    await settle(api)
+    room_cal = calendars["Tillväxten"]
+    caldav_server.request("PUT", room_cal + "late.ics", _foreign_event(
+        "late-1", datetime(2027, 4, 9, 9, 0, tzinfo=STHLM), datetime(2027, 4, 9, 10, 0, tzinfo=STHLM)),
+        {"Content-Type": "text/calendar"})
+    db = client.app[SERVICES].db
+    async with db.session(write=True) as s:
+        async with s.begin():
+            await s.execute(update(m.Calendar).values(sync_token="http://radicale.org/ns/sync/forgotten-0000"))
+    await settle(api)
+    code, body = await api.post("/api/v1/meetings", meeting_body(world, "Tillväxten", start="2027-04-09T09:30:00", end="2027-04-09T10:30:00"))
+    assert code == 409 and body["conflicts"][0]["source"] == "calendar"
+    async with db.session(write=False) as s:
+        tokens = list(await s.scalars(select(m.Calendar.sync_token)))
+    assert "http://radicale.org/ns/sync/forgotten-0000" not in tokens
+
+
+async def test_vdirsyncer_reads_every_object_of_the_forum_calendar(api, world, calendars, caldav_server, tmp_path) -> None:
+    for day in (5, 6, 7):
+        await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", start=f"2027-04-0{day}T09:00:00", end=f"2027-04-0{day}T10:00:00", title=f"Möte {day} april"))
+    await settle(api)
+    folder, status = tmp_path / "vdir", tmp_path / "status"
+    folder.mkdir()
+    auth = f'username = "{caldav_server.username}"\npassword = "{caldav_server.password}"\n' if caldav_server.username else ""
+    (tmp_path / "config").write_text(
+        f'[general]\nstatus_path = "{status}/"\n\n[pair forum]\na = "local"\nb = "remote"\ncollections = null\n\n'
+        f'[storage local]\ntype = "filesystem"\npath = "{folder}/"\nfileext = ".ics"\n\n'
+        f'[storage remote]\ntype = "caldav"\nurl = "{calendars["forum"]}"\n{auth}')
+    import sys
+    vdirsyncer = Path(sys.executable).with_name("vdirsyncer")
+    env = {"VDIRSYNCER_CONFIG": str(tmp_path / "config"), "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
+    for args in (["discover"], ["sync"]):
+        proc = await asyncio.create_subprocess_exec(str(vdirsyncer), *args, env=env, stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate(b"y\n" * 5)
+        assert proc.returncode == 0, out.decode()
+    files = sorted(folder.glob("*.ics"))
+    assert len(files) == 3
+    titles = sorted(str(vevent(Calendar.from_ical(f.read_bytes()))["SUMMARY"]) for f in files)
+    assert titles == ["Möte 5 april", "Möte 6 april", "Möte 7 april"]
+
+
+async def test_feeds_answer_with_etags_and_a_rotated_token_stops_the_old_url(api, world, client) -> None:
+    forum = world["forum"]
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", title="I flödet"))
+    feed_path = forum["feed_url"].removeprefix("http://forum.test")
+    async with client.get(feed_path) as resp:
+        assert resp.status == 200 and resp.content_type == "text/calendar"
+        etag, body = resp.headers["ETag"], await resp.read()
+    assert str(vevent(Calendar.from_ical(body))["UID"]) == meeting["uid"]
+    async with client.get(feed_path, headers={"If-None-Match": etag}) as resp:
+        assert resp.status == 304
+    await api.ok("PATCH", f"/api/v1/meetings/{meeting['id']}", {"title": "Nytt namn i flödet"})
+    async with client.get(feed_path, headers={"If-None-Match": etag}) as resp:
+        assert resp.status == 200 and resp.headers["ETag"] != etag
+    room = world["rooms"]["Tillväxten"]
+    async with client.get(room["feed_url"].removeprefix("http://forum.test")) as resp:
+        assert resp.status == 200 and b"Nytt namn i fl" in await resp.read()
+    rotated = await api.ok("POST", f"/api/v1/forums/{forum['id']}/feed/rotate", status=200)
+    assert rotated["feed_url"] != forum["feed_url"]
+    async with client.get(feed_path) as resp:
+        assert resp.status == 404
+    async with client.get(rotated["feed_url"].removeprefix("http://forum.test")) as resp:
+        assert resp.status == 200
+    viewer = ApiClient(client, token_for(client.app[SERVICES].settings, "viewer"))
+    assert (await viewer.ok("GET", f"/api/v1/forums/{forum['id']}"))["feed_url"] is None
+    for bad in ("../../etc/passwd", "%2e%2e%2fsecret", "x" * 30, uuid.uuid4().hex):
+        async with client.get(f"/feeds/forums/{bad}.ics") as resp:
+            assert resp.status == 404

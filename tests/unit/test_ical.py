@@ -1,0 +1,867 @@
+"""iCalendar rendering and parsing: what calendar clients get, and what we read back."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from icalendar import Calendar
+
+from service.calendar.ical import (
+    PRODID,
+    Event,
+    EventAttendee,
+    EventRoom,
+    EventSession,
+    clean_text,
+    parse_event,
+    render_feed,
+    render_personal,
+    render_shared,
+    room_address,
+)
+
+UTC = timezone.utc
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+TOKEN = "tok3n-Xy9_secret"
+JOIN_URL = f"https://forum.test/j/{TOKEN}"
+GENERAL_URL = "https://meet.example.org/forum-2027-04-05"
+SIP_URI = "sip:forum-2027-04-05@video.example.org"
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=STOCKHOLM)
+
+
+def make_event(**changes: object) -> Event:
+    event = Event(
+        uid="6f1c0d2e-meeting@forumbridge",
+        sequence=3,
+        status="CONFIRMED",
+        title="Forum för regional utveckling",
+        description="Dagordning:\n1. Kompetensförsörjning\n2. Övrigt",
+        starts_at=local(2027, 4, 5, 9, 0).astimezone(UTC),
+        ends_at=local(2027, 4, 5, 15, 0).astimezone(UTC),
+        timezone="Europe/Stockholm",
+        rooms=(
+            EventRoom("Tillväxten", "Stockholmskontoret", "Stockholm"),
+            EventRoom("Storsjön", "Östersundskontoret", "Östersund"),
+        ),
+        sessions=(
+            EventSession("Kompetensförsörjning", local(2027, 4, 5, 9, 30), local(2027, 4, 5, 11, 0)),
+            EventSession("Infrastruktur", local(2027, 4, 5, 13, 0), local(2027, 4, 5, 14, 30), topic="Järnväg"),
+        ),
+        attendees=(
+            EventAttendee("Anna Öberg", "anna.oberg@region.example", "ACCEPTED"),
+            EventAttendee("Bo Ek", "Bo.Ek@Kommun.example", "TENTATIVE", role="OPT-PARTICIPANT", remote=True),
+            EventAttendee("Cecilia Lind", "cecilia@myndighet.example", "NEEDS-ACTION", remote=True),
+        ),
+        organizer_name="Forumsekretariatet",
+        organizer_email="forum@myndighet.example",
+        url="https://forum.test/meetings/6f1c0d2e",
+        conference_url=GENERAL_URL,
+        sip_uri=SIP_URI,
+        dtstamp=datetime(2027, 3, 20, 8, 15, 0, tzinfo=UTC),
+        created=datetime(2027, 3, 1, 10, 0, 0, tzinfo=UTC),
+        last_modified=datetime(2027, 3, 20, 8, 15, 0, tzinfo=UTC),
+    )
+    return dataclasses.replace(event, **changes)
+
+
+def the_calendar(data: bytes) -> Calendar:
+    return Calendar.from_ical(data)
+
+
+def the_vevent(data: bytes):
+    (vevent,) = the_calendar(data).walk("VEVENT")
+    return vevent
+
+
+def unfolded_lines(data: bytes) -> list[str]:
+    return re.sub(rb"\r\n[ \t]", b"", data).decode("utf-8").split("\r\n")
+
+
+def assert_well_formed(data: bytes) -> None:
+    data.decode("utf-8")
+    assert data.endswith(b"\r\n")
+    for line in data.split(b"\r\n")[:-1]:
+        assert len(line) <= 75, line
+        line.decode("utf-8")  # a fold never splits a character
+        assert b"\r" not in line and b"\n" not in line
+
+
+def attendees_by_email(vevent) -> dict[str, object]:
+    return {address.email.lower(): address for address in vevent.attendees}
+
+
+# -- the shared copy ----------------------------------------------------------------
+
+
+def test_shared_copy_carries_every_property_a_calendar_reader_needs() -> None:
+    data = render_shared(make_event())
+    assert_well_formed(data)
+    calendar = the_calendar(data)
+    assert str(calendar["PRODID"]) == PRODID
+    assert str(calendar["VERSION"]) == "2.0"
+    assert str(calendar["CALSCALE"]) == "GREGORIAN"
+    assert "METHOD" not in calendar
+    assert [tz.tz_name for tz in calendar.timezones] == ["Europe/Stockholm"]
+
+    vevent = the_vevent(data)
+    assert str(vevent["UID"]) == "6f1c0d2e-meeting@forumbridge"
+    assert vevent["SEQUENCE"] == 3
+    assert vevent["DTSTAMP"].dt == datetime(2027, 3, 20, 8, 15, tzinfo=UTC)
+    assert vevent["CREATED"].dt == datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
+    assert vevent["LAST-MODIFIED"].dt == datetime(2027, 3, 20, 8, 15, tzinfo=UTC)
+    assert vevent["DTSTART"].params["TZID"] == "Europe/Stockholm"
+    assert vevent["DTEND"].params["TZID"] == "Europe/Stockholm"
+    assert vevent["DTSTART"].dt == local(2027, 4, 5, 9, 0)
+    assert vevent["DTEND"].dt == local(2027, 4, 5, 15, 0)
+    assert "DTSTART;TZID=Europe/Stockholm:20270405T090000" in unfolded_lines(data)
+    assert str(vevent["SUMMARY"]) == "Forum för regional utveckling"
+    assert str(vevent["LOCATION"]) == "Tillväxten, Stockholm; Storsjön, Östersund"
+    assert str(vevent["URL"]) == "https://forum.test/meetings/6f1c0d2e"
+    assert str(vevent["STATUS"]) == "CONFIRMED"
+    assert str(vevent["TRANSP"]) == "OPAQUE"
+    assert str(vevent["X-FORUMBRIDGE"]) == "TRUE"
+
+    assert str(vevent["DESCRIPTION"]).split("\n") == [
+        GENERAL_URL,
+        "Deltar du på distans: använd den personliga länken i din inbjudan.",
+        "",
+        "09:30–11:00 Kompetensförsörjning",
+        "13:00–14:30 Infrastruktur (Järnväg)",
+        "",
+        "Dagordning:",
+        "1. Kompetensförsörjning",
+        "2. Övrigt",
+    ]
+
+    conferences = {str(c.uri): c for c in vevent.conferences}
+    assert set(conferences) == {GENERAL_URL, SIP_URI}
+    for conference in conferences.values():
+        assert conference.feature == ["AUDIO", "VIDEO"]
+    assert conferences[GENERAL_URL].label == "Videomöte"
+    assert conferences[SIP_URI].label == "Rumssystem (SIP)"
+    assert "CONFERENCE;FEATURE=AUDIO,VIDEO;LABEL=Videomöte;VALUE=URI:" + GENERAL_URL in unfolded_lines(data)
+
+    organizer = vevent["ORGANIZER"]
+    assert organizer.email == "forum@myndighet.example"
+    assert organizer.params["CN"] == "Forumsekretariatet"
+
+
+def test_shared_copy_lists_each_person_and_each_room_as_an_attendee() -> None:
+    event = make_event()
+    vevent = the_vevent(render_shared(event))
+    attendees = attendees_by_email(vevent)
+    assert len(vevent.attendees) == 5
+
+    bo = attendees["bo.ek@kommun.example"]
+    assert bo.params["CN"] == "Bo Ek"
+    assert bo.params["PARTSTAT"] == "TENTATIVE"
+    assert bo.params["ROLE"] == "OPT-PARTICIPANT"
+    assert bo.params["CUTYPE"] == "INDIVIDUAL"
+    assert bo.params["RSVP"] == "TRUE"
+    assert attendees["anna.oberg@region.example"].params["PARTSTAT"] == "ACCEPTED"
+    assert attendees["anna.oberg@region.example"].params["ROLE"] == "REQ-PARTICIPANT"
+
+    for room in event.rooms:
+        address = attendees[room_address(room, event.organizer_email)]
+        assert address.params["CN"] == room.name
+        assert address.params["CUTYPE"] == "ROOM"
+        assert address.params["ROLE"] == "NON-PARTICIPANT"
+        assert address.params["PARTSTAT"] == "ACCEPTED"
+        assert "RSVP" not in address.params
+
+
+def test_shared_copy_never_holds_a_personal_join_link() -> None:
+    data = render_shared(make_event(description=f"Se {GENERAL_URL}"))
+    assert b"/j/" not in data
+    assert TOKEN.encode() not in data
+
+
+def test_shared_copy_leaves_out_what_the_meeting_does_not_have() -> None:
+    event = make_event(
+        description=None, url=None, conference_url=None, sip_uri=None, created=None,
+        last_modified=None, sessions=(), rooms=(),
+        attendees=(EventAttendee("Anna Öberg", "anna@region.example", "ACCEPTED"),),
+    )
+    vevent = the_vevent(render_shared(event))
+    for name in ("DESCRIPTION", "URL", "CONFERENCE", "CREATED", "LAST-MODIFIED", "LOCATION"):
+        assert name not in vevent, name
+
+
+def test_shared_copy_of_a_cancelled_meeting_says_so() -> None:
+    vevent = the_vevent(render_shared(make_event(status="CANCELLED", sequence=4)))
+    assert str(vevent["STATUS"]) == "CANCELLED"
+    assert vevent["SEQUENCE"] == 4
+
+
+def test_sessions_of_a_meeting_over_several_days_carry_their_date() -> None:
+    event = make_event(
+        ends_at=local(2027, 4, 6, 12, 0).astimezone(UTC),
+        sessions=(EventSession("Dag två", local(2027, 4, 6, 9, 0), local(2027, 4, 6, 10, 0)),),
+    )
+    description = str(the_vevent(render_shared(event))["DESCRIPTION"])
+    assert "2027-04-06 09:00–10:00 Dag två" in description.split("\n")
+
+
+# -- time zones ----------------------------------------------------------------------
+
+
+def test_a_meeting_over_the_spring_dst_change_keeps_its_local_times_and_length() -> None:
+    event = make_event(
+        starts_at=local(2027, 3, 28, 0, 30).astimezone(UTC),
+        ends_at=local(2027, 3, 28, 5, 0).astimezone(UTC),
+        sessions=(),
+    )
+    assert event.ends_at - event.starts_at == timedelta(hours=3, minutes=30)
+    data = render_shared(event)
+    lines = unfolded_lines(data)
+    assert "DTSTART;TZID=Europe/Stockholm:20270328T003000" in lines
+    assert "DTEND;TZID=Europe/Stockholm:20270328T050000" in lines
+
+    vevent = the_vevent(data)
+    # Python subtracts two datetimes of one zone by wall clock: compare in UTC.
+    assert vevent["DTEND"].dt.astimezone(UTC) - vevent["DTSTART"].dt.astimezone(UTC) == timedelta(hours=3, minutes=30)
+    parsed = parse_event(data)
+    assert parsed is not None
+    assert parsed.ends_at - parsed.starts_at == timedelta(hours=3, minutes=30)
+    assert vevent["DTSTART"].dt.astimezone(UTC) == datetime(2027, 3, 27, 23, 30, tzinfo=UTC)
+    assert vevent["DTEND"].dt.astimezone(UTC) == datetime(2027, 3, 28, 3, 0, tzinfo=UTC)
+
+
+def test_the_vtimezone_has_standard_and_daylight_observances_covering_the_meeting() -> None:
+    event = make_event(
+        starts_at=local(2027, 3, 28, 0, 30).astimezone(UTC),
+        ends_at=local(2027, 3, 28, 5, 0).astimezone(UTC),
+        sessions=(),
+    )
+    (vtimezone,) = the_calendar(render_shared(event)).timezones
+    assert vtimezone.tz_name == "Europe/Stockholm"
+    daylight = vtimezone.walk("DAYLIGHT")
+    standard = vtimezone.walk("STANDARD")
+    assert daylight and standard
+    for observance in daylight:
+        assert observance["TZOFFSETFROM"].td == timedelta(hours=1)
+        assert observance["TZOFFSETTO"].td == timedelta(hours=2)
+        assert observance["TZNAME"] == "CEST"
+    assert {(o["TZOFFSETFROM"].td, o["TZOFFSETTO"].td) for o in standard} >= {
+        (timedelta(hours=2), timedelta(hours=1))
+    }
+    # The spring change of 2027 is one of the DAYLIGHT onsets (DTSTART or RDATE).
+    assert any(b"20270328T" in observance.to_ical() for observance in daylight)
+
+    # Read by its own rules, not by the zone database, the VTIMEZONE agrees.
+    own_rules = vtimezone.to_tz(lookup_tzid=False)
+    assert datetime(2027, 3, 28, 0, 30, tzinfo=own_rules).utcoffset() == timedelta(hours=1)
+    assert datetime(2027, 3, 28, 5, 0, tzinfo=own_rules).utcoffset() == timedelta(hours=2)
+    assert datetime(2027, 4, 5, 9, 0, tzinfo=own_rules).utcoffset() == timedelta(hours=2)
+    assert datetime(2027, 11, 5, 9, 0, tzinfo=own_rules).utcoffset() == timedelta(hours=1)
+
+
+def test_a_meeting_in_utc_needs_no_vtimezone() -> None:
+    data = render_shared(make_event(timezone="UTC", sessions=()))
+    assert the_calendar(data).timezones == []
+    assert the_vevent(data)["DTSTART"].dt == local(2027, 4, 5, 9, 0)
+
+
+# -- text safety ----------------------------------------------------------------------
+
+TEXT_CASES = [
+    # (given, as TEXT after normalisation, as a one-line parameter such as CN)
+    pytest.param("Möte om åäö ÅÄÖ", "Möte om åäö ÅÄÖ", "Möte om åäö ÅÄÖ", id="swedish"),
+    pytest.param("Planering 🚀🇸🇪", "Planering 🚀🇸🇪", "Planering 🚀🇸🇪", id="emoji"),
+    pytest.param("a, b; c: d", "a, b; c: d", "a, b; c: d", id="comma-semicolon-colon"),
+    pytest.param('Säg "hej"', 'Säg "hej"', 'Säg "hej"', id="double-quotes"),
+    pytest.param("C:\\mapp\\fil", "C:\\mapp\\fil", "C:/mapp/fil", id="backslash"),
+    pytest.param("slut\\", "slut\\", "slut/", id="trailing-backslash"),
+    pytest.param("\\n is not a newline", "\\n is not a newline", "/n is not a newline", id="escaped-looking"),
+    pytest.param("rad 1\nrad 2", "rad 1\nrad 2", "rad 1 rad 2", id="newline"),
+    pytest.param("rad 1\r\nrad 2", "rad 1\nrad 2", "rad 1 rad 2", id="crlf"),
+    pytest.param("rad 1\rrad 2", "rad 1\nrad 2", "rad 1 rad 2", id="lone-cr"),
+    pytest.param("tab\there", "tab\there", "tab here", id="tab"),
+    pytest.param("nul\x00bell\x07esc\x1bdel\x7fend", "nulbellescdelend", "nulbellescdelend", id="controls"),
+    pytest.param("\ufeffbom", "bom", "bom", id="bom"),
+    pytest.param("lone\ud800surrogate", "lonesurrogate", "lonesurrogate", id="lone-surrogate"),
+    pytest.param(
+        "x\r\nATTENDEE:mailto:evil@x", "x\nATTENDEE:mailto:evil@x", "x ATTENDEE:mailto:evil@x", id="attendee-injection"
+    ),
+    pytest.param(
+        "x\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:evil",
+        "x\nEND:VEVENT\nBEGIN:VEVENT\nUID:evil",
+        "x END:VEVENT BEGIN:VEVENT UID:evil",
+        id="component-injection",
+    ),
+    pytest.param("ö" * 120, "ö" * 120, "ö" * 120, id="long-two-byte"),
+    pytest.param("a" + "😀" * 80, "a" + "😀" * 80, "a" + "😀" * 80, id="long-four-byte-misaligned"),
+    pytest.param("åäö" + "\\," * 60, "åäö" + "\\," * 60, "åäö" + "/," * 60, id="long-escapes"),
+]
+
+
+def assert_no_injected_lines(data: bytes, expected_attendees: int) -> None:
+    lines = unfolded_lines(data)
+    assert sum(line.startswith("ATTENDEE") for line in lines) == expected_attendees
+    assert not any(line.startswith(("ATTENDEE:mailto:evil", "UID:evil")) for line in lines)
+    assert lines.count("BEGIN:VEVENT") == 1
+
+
+@pytest.mark.parametrize(("given", "text", "param"), TEXT_CASES)
+def test_user_text_is_escaped_folded_and_read_back_normalised(given: str, text: str, param: str) -> None:
+    event = make_event(
+        title=given,
+        description=given,
+        organizer_name=given,
+        conference_url=None,
+        sip_uri=None,
+        sessions=(),
+        rooms=(EventRoom(given, "Kontoret", "Stockholm"),),
+        attendees=(EventAttendee(given, "anna@region.example", "ACCEPTED"),),
+    )
+    data = render_shared(event)
+    assert_well_formed(data)
+    assert_no_injected_lines(data, expected_attendees=2)
+
+    vevent = the_vevent(data)
+    assert str(vevent["SUMMARY"]) == text
+    assert str(vevent["DESCRIPTION"]) == text
+    assert str(vevent["LOCATION"]) == f"{param}, Stockholm"
+    assert vevent["ORGANIZER"].params["CN"] == param
+    assert {address.params["CN"] for address in vevent.attendees} == {param}
+
+    parsed = parse_event(data)
+    assert parsed is not None
+    assert parsed.summary == text
+    assert parsed.description == text
+
+
+@pytest.mark.parametrize(("given", "text", "param"), TEXT_CASES)
+def test_user_text_in_a_personal_copy_and_a_feed_is_as_safe(given: str, text: str, param: str) -> None:
+    event = make_event(
+        title=given,
+        sessions=(EventSession(given, local(2027, 4, 5, 9, 30), local(2027, 4, 5, 10, 0), topic=given),),
+    )
+    personal = render_personal(event, "bo.ek@kommun.example", JOIN_URL, method="REQUEST")
+    feed = render_feed([event], given)
+    for data in (personal, feed):
+        assert_well_formed(data)
+        assert_no_injected_lines(data, expected_attendees=5)
+        assert str(the_vevent(data)["SUMMARY"]) == text
+    assert f"09:30–10:00 {param} ({param})" in str(the_vevent(personal)["DESCRIPTION"]).split("\n")
+    assert str(the_calendar(feed)["X-WR-CALNAME"]) == param
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["anna@region.example\r\nATTENDEE:mailto:evil@x", "anna@region.example\nATTENDEE:mailto:evil@x", "anna@\x00region.example"],
+)
+def test_an_address_with_line_breaks_cannot_add_a_property(email: str) -> None:
+    event = make_event(attendees=(EventAttendee("Anna", email, "ACCEPTED"),), organizer_email=email)
+    data = render_shared(event)
+    assert_well_formed(data)
+    assert_no_injected_lines(data, expected_attendees=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_text_survives_a_round_trip_after_normalisation(value: str) -> None:
+    event = make_event(
+        title=value, description=value, conference_url=None, sip_uri=None, sessions=(),
+        attendees=(EventAttendee("Anna", "anna@region.example", "ACCEPTED"),),
+    )
+    data = render_shared(event)
+    assert_well_formed(data)
+    parsed = parse_event(data)
+    assert parsed is not None
+    assert parsed.summary == clean_text(value)
+    assert parsed.description == (clean_text(value) or None)
+
+
+# -- the personal copy ----------------------------------------------------------------
+
+
+def test_a_remote_participants_copy_puts_the_join_link_everywhere_clients_look() -> None:
+    data = render_personal(make_event(), "bo.ek@kommun.example", JOIN_URL)
+    assert_well_formed(data)
+    assert "METHOD" not in the_calendar(data)
+    vevent = the_vevent(data)
+    assert str(vevent["LOCATION"]) == JOIN_URL
+    description = str(vevent["DESCRIPTION"]).split("\n")
+    assert description[0] == JOIN_URL
+    assert "09:30–11:00 Kompetensförsörjning" in description
+    assert str(vevent["URL"]) == JOIN_URL
+    conferences = {str(c.uri): c for c in vevent.conferences}
+    assert JOIN_URL in conferences
+    assert conferences[JOIN_URL].feature == ["AUDIO", "VIDEO"]
+    assert conferences[JOIN_URL].label == "Din personliga länk"
+    assert SIP_URI in conferences
+    # The general link would bypass the attendance the personal link records.
+    assert GENERAL_URL not in data.decode()
+
+
+def test_an_in_room_participants_copy_keeps_the_room_as_location() -> None:
+    vevent = the_vevent(render_personal(make_event(), "ANNA.OBERG@region.example", JOIN_URL))
+    assert str(vevent["LOCATION"]) == "Tillväxten, Stockholm; Storsjön, Östersund"
+    assert str(vevent["DESCRIPTION"]).split("\n")[0] == JOIN_URL
+    assert str(vevent["URL"]) == JOIN_URL
+    assert JOIN_URL in {str(c.uri) for c in vevent.conferences}
+
+
+def test_a_personal_copy_without_a_link_is_the_meeting_with_its_page() -> None:
+    vevent = the_vevent(render_personal(make_event(), "anna.oberg@region.example", None))
+    assert str(vevent["LOCATION"]) == "Tillväxten, Stockholm; Storsjön, Östersund"
+    assert str(vevent["URL"]) == "https://forum.test/meetings/6f1c0d2e"
+    assert str(vevent["DESCRIPTION"]).startswith("09:30–11:00")
+
+
+def test_an_invitation_request_is_an_imip_request_with_every_attendee() -> None:
+    data = render_personal(make_event(), "bo.ek@kommun.example", JOIN_URL, method="REQUEST")
+    assert str(the_calendar(data)["METHOD"]) == "REQUEST"
+    vevent = the_vevent(data)
+    assert str(vevent["STATUS"]) == "CONFIRMED"
+    assert vevent["SEQUENCE"] == 3
+    assert len(vevent.attendees) == 5
+    assert str(vevent["ORGANIZER"]) == "mailto:forum@myndighet.example"
+
+
+def test_a_cancellation_sets_method_and_status_and_names_the_attendee() -> None:
+    data = render_personal(make_event(sequence=4), "bo.ek@kommun.example", JOIN_URL, method="CANCEL")
+    assert_well_formed(data)
+    assert str(the_calendar(data)["METHOD"]) == "CANCEL"
+    vevent = the_vevent(data)
+    assert str(vevent["STATUS"]) == "CANCELLED"
+    assert vevent["SEQUENCE"] == 4
+    assert str(vevent["UID"]) == "6f1c0d2e-meeting@forumbridge"
+    assert [address.email for address in vevent.attendees] == ["Bo.Ek@Kommun.example"]
+    assert "ORGANIZER" in vevent
+
+
+@pytest.mark.parametrize(
+    ("email", "method"),
+    [("nobody@example.org", None), ("bo.ek@kommun.example", "PUBLISH"), ("bo.ek@kommun.example", "request")],
+)
+def test_a_personal_copy_for_a_stranger_or_with_an_unknown_method_is_refused(email: str, method: str | None) -> None:
+    with pytest.raises(ValueError):
+        render_personal(make_event(), email, JOIN_URL, method=method)
+
+
+# -- feeds ------------------------------------------------------------------------------
+
+
+def test_a_feed_holds_every_event_and_one_vtimezone_per_zone() -> None:
+    events = [
+        make_event(uid="a@forumbridge"),
+        make_event(uid="b@forumbridge", starts_at=local(2029, 1, 10, 9, 0).astimezone(UTC),
+                   ends_at=local(2029, 1, 10, 10, 0).astimezone(UTC), sessions=()),
+        make_event(uid="c@forumbridge", timezone="America/New_York", sessions=()),
+        make_event(uid="d@forumbridge", timezone="UTC", sessions=()),
+    ]
+    data = render_feed(events, "Forum för regional utveckling")
+    assert_well_formed(data)
+    calendar = the_calendar(data)
+    assert str(calendar["X-WR-CALNAME"]) == "Forum för regional utveckling"
+    assert "METHOD" not in calendar
+    assert sorted(tz.tz_name for tz in calendar.timezones) == ["America/New_York", "Europe/Stockholm"]
+    assert [str(v["UID"]) for v in calendar.walk("VEVENT")] == [e.uid for e in events]
+    assert b"/j/" not in data
+
+    # The Stockholm zone covers both 2027 and 2029.
+    stockholm = next(tz for tz in calendar.timezones if tz.tz_name == "Europe/Stockholm").to_tz(lookup_tzid=False)
+    assert datetime(2027, 7, 1, 12, tzinfo=stockholm).utcoffset() == timedelta(hours=2)
+    assert datetime(2029, 7, 1, 12, tzinfo=stockholm).utcoffset() == timedelta(hours=2)
+    assert datetime(2029, 1, 10, 9, tzinfo=stockholm).utcoffset() == timedelta(hours=1)
+
+
+def test_an_empty_feed_is_still_a_calendar() -> None:
+    calendar = the_calendar(render_feed([], "Tomt"))
+    assert calendar.walk("VEVENT") == []
+    assert str(calendar["X-WR-CALNAME"]) == "Tomt"
+
+
+# -- room addresses ----------------------------------------------------------------------
+
+
+def test_a_room_address_is_stable_ascii_in_the_organizers_domain() -> None:
+    room = EventRoom("Tillväxten", "Stockholmskontoret", "Stockholm")
+    assert room_address(room, "forum@myndighet.example") == "room-stockholmskontoret-tillvaxten@myndighet.example"
+    assert room_address(room, "forum@myndighet.example") == room_address(
+        EventRoom("Tillväxten", "Stockholmskontoret", "Stockholm"), "forum@myndighet.example"
+    )
+
+
+def test_a_room_with_its_own_address_keeps_it() -> None:
+    room = EventRoom("Tillväxten", "Stockholmskontoret", "Stockholm", email="tillvaxten@rooms.example")
+    assert room_address(room, "forum@myndighet.example") == "tillvaxten@rooms.example"
+
+
+def test_a_room_named_without_latin_letters_still_gets_a_stable_address() -> None:
+    address = room_address(EventRoom("🌲🌲", "🏢", "Östersund"), "forum@myndighet.example")
+    assert re.fullmatch(r"room-[0-9a-f]{12}@myndighet\.example", address)
+    assert address != room_address(EventRoom("🌲", "🏢", "Östersund"), "forum@myndighet.example")
+
+
+# -- construction -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": "TENTATIVE"},
+        {"starts_at": datetime(2027, 4, 5, 9, 0)},
+        {"dtstamp": datetime(2027, 4, 5, 9, 0)},
+        {"timezone": "Europe/Nowhere"},
+    ],
+)
+def test_an_event_with_bad_values_is_refused(changes: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        make_event(**changes)
+
+
+def test_an_attendee_with_an_unknown_partstat_is_refused() -> None:
+    with pytest.raises(ValueError):
+        EventAttendee("Anna", "anna@region.example", "MAYBE")
+
+
+# -- reading objects back ---------------------------------------------------------------------
+
+
+def ics(text: str) -> bytes:
+    return text.strip().replace("\n", "\r\n").encode("utf-8") + b"\r\n"
+
+
+THUNDERBIRD = ics("""
+BEGIN:VCALENDAR
+PRODID:-//Mozilla.org/NONSGML Mozilla Calendar V1.1//EN
+VERSION:2.0
+BEGIN:VTIMEZONE
+TZID:Europe/Stockholm
+X-TZINFO:Europe/Stockholm[2024a]
+BEGIN:STANDARD
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+TZNAME:CET
+DTSTART:19701025T030000
+RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10
+END:STANDARD
+BEGIN:DAYLIGHT
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+TZNAME:CEST
+DTSTART:19700329T020000
+RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3
+END:DAYLIGHT
+END:VTIMEZONE
+BEGIN:VEVENT
+CREATED:20270301T101010Z
+LAST-MODIFIED:20270301T101500Z
+DTSTAMP:20270301T101500Z
+UID:3c0e0b0e-1111-4a7e-9a3b-2b1d5c6e7f80
+SUMMARY:Styrgrupp\\, vår
+ORGANIZER;CN=Karin:mailto:karin@region.example
+ATTENDEE;PARTSTAT=ACCEPTED;ROLE=REQ-PARTICIPANT;CN=Karin:MAILTO:Karin@Region.example
+ATTENDEE;PARTSTAT=TENTATIVE;ROLE=REQ-PARTICIPANT;CN=Olle:mailto:olle@example.org
+ATTENDEE;ROLE=REQ-PARTICIPANT;CN=Pia:mailto:pia@example.org
+DTSTART;TZID=Europe/Stockholm:20270405T130000
+DTEND;TZID=Europe/Stockholm:20270405T143000
+TRANSP:OPAQUE
+SEQUENCE:3
+X-MOZ-GENERATION:2
+LOCATION:Tillväxten
+DESCRIPTION:Rad ett\\nRad två
+END:VEVENT
+END:VCALENDAR
+""")
+
+OUTLOOK_WINDOWS_ZONE = ics("""
+BEGIN:VCALENDAR
+PRODID:-//Microsoft Corporation//Outlook 16.0 MIMEDIR//EN
+VERSION:2.0
+BEGIN:VTIMEZONE
+TZID:W. Europe Standard Time
+BEGIN:STANDARD
+DTSTART:16011028T030000
+RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+END:STANDARD
+BEGIN:DAYLIGHT
+DTSTART:16010325T020000
+RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+END:DAYLIGHT
+END:VTIMEZONE
+BEGIN:VEVENT
+UID:040000008200E00074C5B7101A82E008
+DTSTAMP:20270301T000000Z
+DTSTART;TZID="W. Europe Standard Time":20270722T120000
+DTEND;TZID="W. Europe Standard Time":20270722T130000
+SUMMARY;LANGUAGE=sv:Lunchmöte
+TRANSP:TRANSPARENT
+STATUS:TENTATIVE
+END:VEVENT
+END:VCALENDAR
+""")
+
+ALL_DAY = ics("""
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//Apple Inc.//macOS 14.0//EN
+BEGIN:VEVENT
+UID:allday-1
+DTSTAMP:20270301T000000Z
+DTSTART;VALUE=DATE:20270405
+DTEND;VALUE=DATE:20270407
+SUMMARY:Konferens
+TRANSP:TRANSPARENT
+END:VEVENT
+END:VCALENDAR
+""")
+
+ALL_DAY_WITHOUT_END = ics("""
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//x//y//EN
+BEGIN:VEVENT
+UID:allday-2
+DTSTAMP:20270301T000000Z
+DTSTART;VALUE=DATE:20270328
+SUMMARY:Heldag på DST-dagen
+END:VEVENT
+END:VCALENDAR
+""")
+
+IN_UTC = ics("""
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//Nextcloud calendar//EN
+BEGIN:VEVENT
+UID:utc-1
+DTSTAMP:20270301T000000Z
+DTSTART:20270405T070000Z
+DTEND:20270405T080000Z
+SUMMARY:I UTC
+STATUS:CANCELLED
+SEQUENCE:7
+END:VEVENT
+END:VCALENDAR
+""")
+
+FLOATING = ics("""
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//x//y//EN
+BEGIN:VEVENT
+UID:floating-1
+DTSTAMP:20270301T000000Z
+DTSTART:20270405T090000
+DTEND:20270405T100000
+SUMMARY:Flytande tid
+END:VEVENT
+END:VCALENDAR
+""")
+
+WITH_DURATION = ics("""
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//x//y//EN
+BEGIN:VEVENT
+UID:duration-1
+DTSTAMP:20270301T000000Z
+DTSTART;TZID=Europe/Stockholm:20270405T090000
+DURATION:PT1H30M
+SUMMARY:Med varaktighet
+END:VEVENT
+END:VCALENDAR
+""")
+
+WITH_DAY_DURATION_OVER_DST = ics("""
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//x//y//EN
+BEGIN:VEVENT
+UID:duration-2
+DTSTAMP:20270301T000000Z
+DTSTART;TZID=Europe/Stockholm:20270327T090000
+DURATION:P1DT2H
+SUMMARY:Över sommartiden
+END:VEVENT
+END:VCALENDAR
+""")
+
+RECURRING = ics("""
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//x//y//EN
+BEGIN:VEVENT
+UID:weekly-1
+DTSTAMP:20270301T000000Z
+RECURRENCE-ID;TZID=Europe/Stockholm:20270412T100000
+DTSTART;TZID=Europe/Stockholm:20270412T140000
+DTEND;TZID=Europe/Stockholm:20270412T150000
+SUMMARY:Veckomöte (flyttat)
+END:VEVENT
+BEGIN:VEVENT
+UID:weekly-1
+DTSTAMP:20270301T000000Z
+DTSTART;TZID=Europe/Stockholm:20270405T100000
+DTEND;TZID=Europe/Stockholm:20270405T110000
+RRULE:FREQ=WEEKLY;COUNT=10
+SUMMARY:Veckomöte
+END:VEVENT
+END:VCALENDAR
+""")
+
+
+def test_a_thunderbird_event_with_a_tzid_is_read_in_its_zone() -> None:
+    parsed = parse_event(THUNDERBIRD)
+    assert parsed is not None
+    assert parsed.uid == "3c0e0b0e-1111-4a7e-9a3b-2b1d5c6e7f80"
+    assert parsed.sequence == 3
+    assert parsed.status == "CONFIRMED"
+    assert parsed.summary == "Styrgrupp, vår"
+    assert parsed.description == "Rad ett\nRad två"
+    assert parsed.location == "Tillväxten"
+    assert parsed.starts_at == datetime(2027, 4, 5, 11, 0, tzinfo=UTC)
+    assert parsed.ends_at == datetime(2027, 4, 5, 12, 30, tzinfo=UTC)
+    assert parsed.starts_at.tzinfo is UTC
+    assert parsed.all_day is False
+    assert parsed.recurring is False
+    assert parsed.transp == "OPAQUE"
+    assert parsed.ours is False
+    assert parsed.organizer_email == "karin@region.example"
+    assert parsed.attendees == {
+        "karin@region.example": "ACCEPTED",
+        "olle@example.org": "TENTATIVE",
+        "pia@example.org": "NEEDS-ACTION",
+    }
+
+
+def test_an_outlook_event_in_a_windows_zone_is_read_by_its_vtimezone() -> None:
+    parsed = parse_event(OUTLOOK_WINDOWS_ZONE)
+    assert parsed is not None
+    assert parsed.starts_at == datetime(2027, 7, 22, 10, 0, tzinfo=UTC)
+    assert parsed.ends_at == datetime(2027, 7, 22, 11, 0, tzinfo=UTC)
+    assert parsed.transp == "TRANSPARENT"
+    assert parsed.status == "TENTATIVE"
+    assert parsed.sequence == 0
+    assert parsed.attendees == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "zone", "starts_at", "ends_at", "all_day"),
+    [
+        pytest.param(ALL_DAY, "Europe/Stockholm", datetime(2027, 4, 4, 22, tzinfo=UTC),
+                     datetime(2027, 4, 6, 22, tzinfo=UTC), True, id="all-day-two-days"),
+        pytest.param(ALL_DAY, "UTC", datetime(2027, 4, 5, tzinfo=UTC),
+                     datetime(2027, 4, 7, tzinfo=UTC), True, id="all-day-read-in-utc"),
+        pytest.param(ALL_DAY_WITHOUT_END, "Europe/Stockholm", datetime(2027, 3, 27, 23, tzinfo=UTC),
+                     datetime(2027, 3, 28, 22, tzinfo=UTC), True, id="all-day-without-end-on-dst-day"),
+        pytest.param(IN_UTC, "Europe/Stockholm", datetime(2027, 4, 5, 7, tzinfo=UTC),
+                     datetime(2027, 4, 5, 8, tzinfo=UTC), False, id="utc"),
+        pytest.param(FLOATING, "Europe/Stockholm", datetime(2027, 4, 5, 7, tzinfo=UTC),
+                     datetime(2027, 4, 5, 8, tzinfo=UTC), False, id="floating"),
+        pytest.param(FLOATING, "America/New_York", datetime(2027, 4, 5, 13, tzinfo=UTC),
+                     datetime(2027, 4, 5, 14, tzinfo=UTC), False, id="floating-elsewhere"),
+        pytest.param(WITH_DURATION, "Europe/Stockholm", datetime(2027, 4, 5, 7, tzinfo=UTC),
+                     datetime(2027, 4, 5, 8, 30, tzinfo=UTC), False, id="duration"),
+        pytest.param(WITH_DAY_DURATION_OVER_DST, "Europe/Stockholm", datetime(2027, 3, 27, 8, tzinfo=UTC),
+                     datetime(2027, 3, 28, 9, tzinfo=UTC), False, id="nominal-day-over-dst"),
+    ],
+)
+def test_foreign_times_are_read_as_aware_utc(
+    data: bytes, zone: str, starts_at: datetime, ends_at: datetime, all_day: bool
+) -> None:
+    parsed = parse_event(data, default_zone=zone)
+    assert parsed is not None
+    assert (parsed.starts_at, parsed.ends_at, parsed.all_day) == (starts_at, ends_at, all_day)
+    assert parsed.starts_at.utcoffset() == timedelta(0)
+
+
+def test_an_end_before_the_start_reads_as_a_zero_length_event() -> None:
+    parsed = parse_event(IN_UTC.replace(b"DTEND:20270405T080000Z", b"DTEND:20270405T060000Z"))
+    assert parsed is not None
+    assert parsed.ends_at == parsed.starts_at == datetime(2027, 4, 5, 7, tzinfo=UTC)
+
+
+def test_a_utc_event_keeps_its_status_and_sequence() -> None:
+    parsed = parse_event(IN_UTC)
+    assert parsed is not None
+    assert (parsed.status, parsed.sequence) == ("CANCELLED", 7)
+
+
+def test_a_recurring_event_is_read_from_its_master_and_marked() -> None:
+    parsed = parse_event(RECURRING)
+    assert parsed is not None
+    assert parsed.uid == "weekly-1"
+    assert parsed.summary == "Veckomöte"
+    assert parsed.starts_at == datetime(2027, 4, 5, 8, 0, tzinfo=UTC)
+    assert parsed.recurring is True
+
+
+def test_our_own_objects_are_recognised_by_marker_or_uid() -> None:
+    rendered = parse_event(render_shared(make_event(uid="plain-uuid-without-suffix")))
+    assert rendered is not None and rendered.ours is True
+    stripped = IN_UTC.replace(b"UID:utc-1", b"UID:abc@forumbridge")
+    assert parse_event(stripped).ours is True
+    assert parse_event(IN_UTC).ours is False
+
+
+def test_a_bare_vevent_is_read_too() -> None:
+    bare = ics("""
+BEGIN:VEVENT
+UID:bare
+DTSTART:20270405T070000Z
+DTEND:20270405T080000Z
+END:VEVENT
+""")
+    parsed = parse_event(bare)
+    assert parsed is not None
+    assert parsed.summary is None
+    assert parsed.ends_at - parsed.starts_at == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"garbage", id="garbage"),
+        pytest.param(b"\xff\xfe\x00\x01", id="binary"),
+        pytest.param(b"<html><body>502 Bad Gateway</body></html>", id="html"),
+        pytest.param(ics("BEGIN:VCALENDAR\nVERSION:2.0\nEND:VCALENDAR"), id="no-vevent"),
+        pytest.param(ics("BEGIN:VCALENDAR\nBEGIN:VTODO\nUID:t\nDTSTART:20270405T070000Z\nEND:VTODO\nEND:VCALENDAR"), id="todo"),
+        pytest.param(ics("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nEND:VEVENT\nEND:VCALENDAR"), id="no-dtstart"),
+        pytest.param(ics("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20270405T070000Z\nEND:VEVENT\nEND:VCALENDAR"), id="no-uid"),
+        pytest.param(ics("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART:tomorrow\nEND:VEVENT\nEND:VCALENDAR"), id="bad-dtstart"),
+        pytest.param(ics("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART:20270405T070000Z\nDTEND:soon\nEND:VEVENT\nEND:VCALENDAR"), id="bad-dtend"),
+        pytest.param(ics("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART:20270405T070000Z\nDURATION:long\nEND:VEVENT\nEND:VCALENDAR"), id="bad-duration"),
+        pytest.param(ics("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART:20270405T070000Z"), id="truncated"),
+        pytest.param(ics("BEGIN:VCALENDAR\nEND:VCALENDAR\nBEGIN:VCALENDAR\nEND:VCALENDAR"), id="two-calendars"),
+    ],
+)
+def test_garbage_is_none_not_an_exception(data: bytes) -> None:
+    assert parse_event(data) is None
+
+
+def test_an_unknown_default_zone_is_none_not_an_exception() -> None:
+    assert parse_event(FLOATING, default_zone="Mars/Olympus") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [("SEQUENCE:many", 0), ("SEQUENCE:-1", -1), ("SEQUENCE:12", 12)],
+)
+def test_a_sequence_is_read_leniently(line: str, expected: int) -> None:
+    data = IN_UTC.replace(b"SEQUENCE:7", line.encode())
+    parsed = parse_event(data)
+    assert parsed is not None and parsed.sequence == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary())
+def test_parse_event_never_raises(data: bytes) -> None:
+    parse_event(data)
