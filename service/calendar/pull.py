@@ -142,6 +142,8 @@ class PullRules:
                 reason, kind = exc.detail, "client_move_refused"
             except DomainError as exc:
                 reason, kind = exc.detail, "client_move_invalid"
+            except ValueError as exc:  # e.g. a time outside what the API accepts
+                reason, kind = str(exc).splitlines()[0], "client_move_invalid"
         else:
             reason, kind = "the policy is to revert changes made in calendar clients", None
         async with UnitOfWork(self.meetings.db, actor, write=True) as uow:

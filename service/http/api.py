@@ -32,6 +32,15 @@ class WrongContentType(DomainError):
     type = "/problems/unsupported-media-type"
 
 
+class RequestInvalid(Exception):
+    """The request's body or query failed its schema. Only request parsing raises it, so a
+    ValidationError anywhere else (a bug in our own output) stays a 500."""
+
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class Ctx:
     """What a handler gets: the services, the actor and the parsed request."""
@@ -105,10 +114,13 @@ def _wrap(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]
                 ctx.ids[name] = uuid.UUID(raw)
             except ValueError:
                 raise NotFound(f"{name}: {raw!r} is not an id of this service") from None
-        if ep.query is not None:
-            ctx.query = ep.query.model_validate(_query_dict(request))
-        if ep.body is not None:
-            ctx.body = ep.body.model_validate(await _json_body(request))
+        try:
+            if ep.query is not None:
+                ctx.query = ep.query.model_validate(_query_dict(request))
+            if ep.body is not None:
+                ctx.body = ep.body.model_validate(await _json_body(request))
+        except ValidationError as exc:
+            raise RequestInvalid(exc) from None
         result = await ep.handler(ctx)
         if result is None:
             return web.Response(status=204)

@@ -9,10 +9,9 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from service.errors import DomainError
-from service.http.api import validation_errors
+from service.http.api import RequestInvalid, validation_errors
 from service.http.auth import Forbidden, Unauthenticated
 from service.keys import REQUEST_ID, SERVICES
 
@@ -41,8 +40,8 @@ def _from_exception(request: web.Request, exc: BaseException) -> web.StreamRespo
             extra["errors"] = [{"field": extra.pop("field"), "message": exc.detail, "type": "value_error"}]
         extra.pop("field", None)
         return problem(exc.status, exc.title, exc.detail, type_=exc.type, **extra)
-    if isinstance(exc, ValidationError):
-        errors = validation_errors(exc)
+    if isinstance(exc, RequestInvalid):
+        errors = validation_errors(exc.error)
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Invalid input", detail, type_="/problems/validation", errors=errors)
     if isinstance(exc, Unauthenticated):
