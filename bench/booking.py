@@ -41,11 +41,7 @@ import json
 import os
 import platform
 import random
-import secrets
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,14 +60,11 @@ import asyncpg  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    PG_ADMIN_URL, RESULTS_DIR, BenchError, Service, log, pct, pg_admin, pg_url, proc_cpu_s, proc_status,
+)
 from service.db import models as m  # noqa: E402
 
-VENV_BIN = ROOT / ".venv" / "bin"
-FORUMBRIDGE = str(VENV_BIN / "forumbridge") if (VENV_BIN / "forumbridge").exists() else "forumbridge"
-PG_ADMIN_URL = os.environ.get(
-    "FORUMBRIDGE_BENCH_PG_URL", os.environ.get("FORUMBRIDGE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-)
-RESULTS_DIR = ROOT / "bench" / "results"
 TIME_LIMIT_S = 540  # the whole run, both databases
 GOAL_RATIO = 1.5
 
@@ -153,147 +146,7 @@ class Layout:
         return out
 
 
-# -- small helpers ------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil
-    return ordered[int(rank) - 1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in kB."""
-    out: dict[str, int] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0])
-    except OSError:
-        pass
-    return out
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return float("nan")
-    fields = raw.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    """Something functional went wrong: reported, and the run exits non-zero."""
-
-
-# -- the service ----------------------------------------------------------------------
-class Service:
-    """`forumbridge serve --migrate` as a subprocess, with its own environment and folder."""
-
-    def __init__(self, url: str, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.url = url
-        self.folder = folder
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FORUMBRIDGE_")}
-        env.update(
-            FORUMBRIDGE_DATABASE__URL=url,
-            FORUMBRIDGE_DATA_DIR=str(folder / "data"),
-            FORUMBRIDGE_HTTP__HOST="127.0.0.1",
-            FORUMBRIDGE_HTTP__PORT=str(self.port),
-            FORUMBRIDGE_HTTP__PUBLIC_URL=self.base,
-            FORUMBRIDGE_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
-            FORUMBRIDGE_LOG_LEVEL="WARNING",
-        )
-        self.env = env
-        self.log_path = folder / "service.log"
-        self.proc: subprocess.Popen | None = None
-        self._log: Any = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    async def start(self, http: aiohttp.ClientSession, timeout_s: float = 90) -> None:
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [FORUMBRIDGE, "serve", "--migrate"], env=self.env, cwd=self.folder,
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"the service exited with {self.proc.returncode} on start:\n{self.log_tail()}")
-            try:
-                async with http.get(self.base + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                pass
-            await asyncio.sleep(0.1)
-        raise BenchError(f"the service was not ready within {timeout_s:.0f} s:\n{self.log_tail()}")
-
-    async def token(self) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            FORUMBRIDGE, "token", "--sub", "bench", "--role", "secretariat", env=self.env, cwd=self.folder,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        if proc.returncode != 0 or not out.strip():
-            raise BenchError(f"forumbridge token failed ({proc.returncode}): {err.decode().strip()}")
-        return out.decode().strip()
-
-    async def stop(self, timeout_s: float = 30) -> tuple[int | None, float]:
-        """SIGTERM, then wait: the exit code (None if it had to be killed) and the seconds it took."""
-        assert self.proc is not None
-        started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            while self.proc.poll() is None and time.monotonic() - started < timeout_s:
-                await asyncio.sleep(0.05)
-            if self.proc.poll() is None:
-                self.kill()
-                return None, time.monotonic() - started
-        self._log.close()
-        return self.proc.returncode, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self._log is not None and not self._log.closed:
-            self._log.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def log_errors(self) -> int:
-        try:
-            content = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return 0
-        return sum(1 for line in content if " ERROR " in line or line.startswith("Traceback"))
-
-
+# -- requests -------------------------------------------------------------------------
 def meeting_body(forum_id: str, room_id: str, span: tuple[datetime, datetime], title: str) -> dict:
     return {
         "forum_id": forum_id,
@@ -412,22 +265,6 @@ async def check_data(url: str, room_id: str, expected: int) -> tuple[int, str]:
         await engine.dispose()
     verdict = f"{count:,} = {expected:,}" if count == expected else f"{count:,} != {expected:,} expected"
     return int(overlaps), verdict
-
-
-async def pg_admin(sql: str) -> str:
-    conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
-    try:
-        if sql.startswith("SHOW"):
-            return str(await conn.fetchval(sql))
-        await conn.execute(sql)
-        return ""
-    finally:
-        await conn.close()
-
-
-def pg_url(name: str) -> str:
-    plain = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
-    return "postgresql+asyncpg://" + plain.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
 
 
 # -- the measurements ----------------------------------------------------------------------

@@ -397,3 +397,66 @@ class ConflictQuery(Wire):
     status: Literal["open", "resolved"] | None = None
     limit: Annotated[int, Field(ge=1, le=500)] = 50
     cursor: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+# -- attendance ----------------------------------------------------------------
+class AttendanceRow(BaseModel):
+    invitation_id: uuid.UUID
+    person_id: uuid.UUID
+    name: str
+    email: str
+    organisation: str | None
+    mode: Mode
+    site: str | None
+    session_id: uuid.UUID | None = Field(description="Null when the meeting has no sessions: the whole meeting")
+    session: str
+    session_starts_at: datetime
+    session_ends_at: datetime
+    expected: bool
+    present: bool
+    minutes: float
+    first_join: datetime | None
+    last_leave: datetime | None
+    source: str | None = Field(description="Where presence came from: a provider name, `link` or `manual`")
+    estimated: bool = Field(description="True when an end was not reported (a link open, a join with no leave)")
+
+
+class SessionSummary(BaseModel):
+    session_id: uuid.UUID | None
+    session: str
+    starts_at: datetime
+    ends_at: datetime
+    expected: int
+    present: int
+    present_unexpected: int
+    remote_expected: int
+    remote_present: int
+
+
+class AttendanceReport(BaseModel):
+    meeting_id: uuid.UUID
+    title: str
+    timezone: str
+    generated_at: datetime
+    rows: list[AttendanceRow]
+    sessions: list[SessionSummary]
+
+
+class AttendanceQuery(Wire):
+    delimiter: Literal["comma", "semicolon"] = Field(
+        default="comma", description="CSV only: `semicolon` suits spreadsheets set up for Swedish")
+
+
+class ManualAttendance(Wire):
+    invitation_id: uuid.UUID
+    kind: Literal["joined", "left"]
+    at: When
+    note: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class AttendanceEventOut(BaseModel):
+    id: uuid.UUID
+    invitation_id: uuid.UUID
+    kind: str
+    at: datetime
+    source: str

@@ -13,7 +13,8 @@ from service.db.engine import Database
 from service.http.auth import TokenVerifier
 from service.metrics import Metrics
 from service.outbox import OutboxWorker, retry_now
-from service.settings import Settings
+from service.links import LinkKeys
+from service.settings import Settings, kept_secret
 from service.usecases.audit import AuditLog
 from service.usecases.calendars import CalendarStatus
 from service.usecases.directory import Directory, make_directory
@@ -72,7 +73,7 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         verifier=TokenVerifier(settings, secret),
         directory=make_directory(db, settings.http.public_url),
         meetings=meetings,
-        invitations=Invitations(db),
+        invitations=Invitations(db, LinkKeys(kept_secret(settings, "link_secret"), settings.http.public_url)),
         audit=AuditLog(db),
         calendar=connector,
         calendar_sync=sync,

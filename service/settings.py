@@ -44,6 +44,11 @@ class AuthSettings(Section):
     leeway_s: int = Field(30, ge=0, le=600, description="Clock skew allowed on exp/nbf")
 
 
+class JoinSettings(Section):
+    grace_minutes: int = Field(120, ge=0, le=7 * 24 * 60, description="How long a join link works after its meeting ends")
+    early_minutes: int = Field(30, ge=0, le=24 * 60, description="How early before the meeting the video link opens")
+
+
 class OrganizerSettings(Section):
     name: str = "Forum secretariat"
     email: str = "forum@example.org"
@@ -82,6 +87,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     auth: AuthSettings = AuthSettings()
     organizer: OrganizerSettings = OrganizerSettings()
+    join: JoinSettings = JoinSettings()
     calendar: CalendarSettings = CalendarSettings()
     mail: MailSettings = MailSettings()
     video: dict[str, dict[str, Any]] = {}
@@ -178,7 +184,12 @@ def jwt_secret(settings: Settings) -> str:
     """The HS256 secret: configured, or generated once and kept in the data folder."""
     if settings.auth.jwt_secret:
         return settings.auth.jwt_secret
-    path = settings.data_dir / "jwt_secret"
+    return kept_secret(settings, "jwt_secret")
+
+
+def kept_secret(settings: Settings, name: str) -> str:
+    """A random secret generated on first use and kept in the data folder (mode 0600)."""
+    path = settings.data_dir / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:

@@ -189,11 +189,28 @@ class Invitation(Stamped, Base):
     # Null: expected at every session of the meeting.
     session_ids: Mapped[list[str] | None] = mapped_column(JSON)
     rsvp: Mapped[str] = mapped_column(String(20), default="needs-action")
-    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
-    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    token_revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which join link is current: reissuing revokes it and moves to the next.
+    token_generation: Mapped[int] = mapped_column(Integer, default=1)
+    # SHA-256 of the last personal copy mailed, so an unchanged state is not mailed twice.
+    mailed_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("meeting_id", "person_id", name="uq_invitations_meeting_person"),)
+
+
+class JoinToken(Base):
+    """A personal join link, kept only as the SHA-256 of its token.
+
+    Revoked ones stay, so that an old link answers "revoked" (410) rather than
+    "unknown" (404). A link expires with its meeting (plus a grace period).
+    """
+
+    __tablename__ = "join_tokens"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    invitation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invitations.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AttendanceEvent(Base):

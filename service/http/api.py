@@ -72,6 +72,8 @@ class Endpoint:
     response: Any = None
     status: int = 200
     paged: bool = False
+    # Other media types the endpoint answers with, by Accept (documented in OpenAPI).
+    alternatives: tuple[str, ...] = ()
 
 
 class Api:
@@ -91,10 +93,12 @@ class Api:
         response: Any = None,
         status: int = 200,
         paged: bool = False,
+        alternatives: tuple[str, ...] = (),
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             resp = Page[response] if paged else response  # type: ignore[valid-type]
-            self.endpoints.append(Endpoint(method, path, fn, summary, tag, role, body, query, resp, status, paged))
+            self.endpoints.append(
+                Endpoint(method, path, fn, summary, tag, role, body, query, resp, status, paged, alternatives))
             return fn
 
         return deco
@@ -122,6 +126,8 @@ def _wrap(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]
         except ValidationError as exc:
             raise RequestInvalid(exc) from None
         result = await ep.handler(ctx)
+        if isinstance(result, web.StreamResponse):
+            return result
         if result is None:
             return web.Response(status=204)
         if ep.paged:

@@ -85,6 +85,8 @@ def _operation(ep: Endpoint, keys: dict[Any, Any]) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "No content" if ep.response is None else "OK"}
     if ep.response is not None:
         ok["content"] = {"application/json": {"schema": keys[(ep.response, "serialization")]}}
+        for media in ep.alternatives:
+            ok["content"][media] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(ep.status if ep.response is not None or ep.status != 200 else 204): ok}
     problem = {"application/problem+json": {"schema": keys[(Problem, "serialization")]}}
     wanted = ["401", "403", "503"]

@@ -1,7 +1,10 @@
 """The v1 API: each handler parses, calls one use-case, and returns its result."""
 from __future__ import annotations
 
+from aiohttp import web
+
 from schemas import api
+from service.participation.attendance import to_csv
 from service.http.api import Api, Ctx
 
 v1 = Api()
@@ -150,6 +153,31 @@ async def update_invitation(ctx: Ctx) -> api.InvitationOut:
           role="secretariat", status=204)
 async def delete_invitation(ctx: Ctx) -> None:
     await ctx.svc.invitations.delete(ctx.actor, ctx.ids["id"])
+
+
+@v1.route("POST", P + "/invitations/{id}/reissue", summary="Revoke the join link and make a new one (in this answer only)",
+          tag="invitations", role="secretariat", response=api.InvitationOut)
+async def reissue_invitation(ctx: Ctx) -> api.InvitationOut:
+    return await ctx.svc.invitations.reissue(ctx.actor, ctx.ids["id"])
+
+
+# -- attendance ----------------------------------------------------------------
+@v1.route("GET", P + "/meetings/{id}/attendance", summary="Who took part in which session (Accept: text/csv for CSV)",
+          tag="attendance", query=api.AttendanceQuery, response=api.AttendanceReport, alternatives=("text/csv",))
+async def attendance_report(ctx: Ctx):  # noqa: ANN201
+    report = await ctx.svc.attendance.report(ctx.ids["id"])
+    if "text/csv" not in ctx.request.headers.get("Accept", ""):
+        return report
+    body = to_csv(report, ";" if ctx.query.delimiter == "semicolon" else ",")
+    name = f"attendance-{report.meeting_id}.csv"
+    return web.Response(body=body, content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@v1.route("POST", P + "/meetings/{id}/attendance", summary="Record a join or leave by hand (source manual, audited)",
+          tag="attendance", role="secretariat", body=api.ManualAttendance, response=api.AttendanceEventOut, status=201)
+async def record_attendance(ctx: Ctx) -> api.AttendanceEventOut:
+    return await ctx.svc.attendance.manual(ctx.actor, ctx.ids["id"], ctx.body)
 
 
 # -- audit ---------------------------------------------------------------------

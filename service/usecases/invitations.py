@@ -4,20 +4,51 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from schemas import api
 from service.calendar.plan import plan_meeting
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import Conflict, Invalid, NotFound
+from service.links import LinkKeys, token_hash
+from service.mailing import withdraw_mail
+from service.outbox import enqueue
+from service.timeutil import now
 from service.usecases import views
 from service.usecases.base import Actor, UnitOfWork, fetch_page
 
 
+MAIL = "mail.invitation"
+
+
+async def enqueue_mail(session: Any, invitation_id: uuid.UUID) -> None:
+    """Queue the person's mail: the invitation, an update, or a cancellation, whichever is due when it runs."""
+    await enqueue(session, MAIL, {"invitation_id": str(invitation_id)}, f"mail:{invitation_id}")
+
+
 class Invitations:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, links: LinkKeys) -> None:
         self.db = db
+        self.links = links
+
+    def _issue(self, uow: UnitOfWork, row: m.Invitation) -> str:
+        token = self.links.token(row.id, row.token_generation)
+        uow.session.add(m.JoinToken(invitation_id=row.id, generation=row.token_generation, token_hash=token_hash(token)))
+        return self.links.url(token)
+
+    async def reissue(self, actor: Actor, invitation_id: uuid.UUID) -> api.InvitationOut:
+        """Revoke the current join link and make a new one; the new URL is in this answer only."""
+        async with UnitOfWork(self.db, actor, write=True) as uow:
+            row, meeting = await self._load(uow, invitation_id)
+            await uow.session.execute(update(m.JoinToken).where(
+                m.JoinToken.invitation_id == row.id, m.JoinToken.revoked_at.is_(None)).values(revoked_at=now()))
+            row.token_generation += 1
+            url = self._issue(uow, row)
+            await enqueue_mail(uow.session, row.id)
+            uow.audit("link_reissued", "invitation", row.id, {"generation": row.token_generation})
+            await uow.commit()
+            return views.invitation(row, self._all(meeting), join_url=url)
 
     async def create(self, actor: Actor, meeting_id: uuid.UUID, body: api.InvitationCreate) -> api.InvitationOut:
         async with UnitOfWork(self.db, actor, write=True) as uow:
@@ -43,14 +74,17 @@ class Invitations:
                 site_id=body.site_id,
                 session_ids=sessions,
                 rsvp="needs-action",
+                token_generation=1,
             )
             s.add(row)
             await s.flush()
+            url = self._issue(uow, row)
             await plan_meeting(s, meeting)
+            await enqueue_mail(s, row.id)
             uow.audit("invited", "invitation", row.id, {
                 "meeting_id": meeting_id, "person_id": body.person_id, "mode": body.mode, "session_ids": sessions})
             await uow.commit()
-            return views.invitation(row, self._all(meeting))
+            return views.invitation(row, self._all(meeting), join_url=url)
 
     async def list(self, meeting_id: uuid.UUID, limit: int, cursor: str | None) -> tuple[list[api.InvitationOut], str | None]:
         async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
@@ -97,6 +131,8 @@ class Invitations:
                 for name, value in changes.items():
                     setattr(row, name, value)
                 await plan_meeting(uow.session, meeting)
+                if changes.keys() - {"rsvp"}:
+                    await enqueue_mail(uow.session, row.id)
                 uow.audit("updated", "invitation", row.id, changes)
                 await uow.commit()
             return views.invitation(row, self._all(meeting))
@@ -104,6 +140,7 @@ class Invitations:
     async def delete(self, actor: Actor, invitation_id: uuid.UUID) -> None:
         async with UnitOfWork(self.db, actor, write=True) as uow:
             row, meeting = await self._load(uow, invitation_id)
+            await withdraw_mail(uow.session, row, meeting)
             await uow.session.delete(row)
             await plan_meeting(uow.session, meeting)
             uow.audit("uninvited", "invitation", invitation_id, {"meeting_id": row.meeting_id, "person_id": row.person_id})

@@ -8,6 +8,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import api
 from service.calendar.plan import plan_meeting
@@ -56,9 +57,23 @@ def _inside(session: Span, meeting: Span, prefix: str) -> None:
 class Meetings:
     """The booking use-cases. Every write is one transaction with its audit entry."""
 
-    def __init__(self, db: Database, on_booking: Callable[[str], None] = lambda outcome: None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        on_booking: Callable[[str], None] = lambda outcome: None,
+        on_change: Callable[[AsyncSession, m.Meeting], Awaitable[None]] | None = None,
+        check_provider: Callable[[str], None] = lambda name: None,
+    ) -> None:
         self.db = db
         self.on_booking = on_booking
+        # In the change's transaction: queue what participants must get (mail, conference).
+        self.on_change = on_change
+        self.check_provider = check_provider
+
+    async def _changed(self, s: AsyncSession, meeting: m.Meeting, *previous: Any) -> None:
+        await plan_meeting(s, meeting, *previous)
+        if self.on_change is not None:
+            await self.on_change(s, meeting)
 
     # -- reading ---------------------------------------------------------------
     async def get(self, meeting_id: uuid.UUID) -> api.MeetingOut:
@@ -152,11 +167,12 @@ class Meetings:
                 conference=None,
             )
             if body.conference:
+                self.check_provider(body.conference.provider)
                 meeting.conference = m.Conference(provider=body.conference.provider, status="pending")
             s.add(meeting)
             await s.flush()
             self._book(uow, meeting, rooms)
-            await plan_meeting(s, meeting)
+            await self._changed(s, meeting)
             uow.audit("created", "meeting", meeting.id, {
                 "title": meeting.title, "starts_at": span.start, "ends_at": span.end,
                 "room_ids": meeting.room_ids, "sessions": len(sessions)})
@@ -228,7 +244,7 @@ class Meetings:
             meeting.sequence += 1
             meeting.updated_at = now()
             await s.flush()
-            await plan_meeting(s, meeting, before_rooms, before_forum)
+            await self._changed(s, meeting, before_rooms, before_forum)
             uow.audit("rescheduled" if moved else "updated", "meeting", meeting.id, changed)
             await uow.commit()
             return views.meeting(meeting)
@@ -247,7 +263,7 @@ class Meetings:
                 )
                 for booking in bookings:
                     booking.active = False
-                await plan_meeting(uow.session, meeting)
+                await self._changed(uow.session, meeting)
                 uow.audit("cancelled", "meeting", meeting.id, {"title": meeting.title})
                 await uow.commit()
             return views.meeting(meeting)
@@ -265,7 +281,7 @@ class Meetings:
             meeting.sequence += 1
             meeting.updated_at = now()
             await uow.session.flush()
-            await plan_meeting(uow.session, meeting)
+            await self._changed(uow.session, meeting)
             uow.audit("session_added", "meeting", meeting.id, {"session_id": row.id, "title": row.title})
             await uow.commit()
             return views.session(row, meeting.timezone)
@@ -292,7 +308,7 @@ class Meetings:
                     setattr(row, name, value)
                 meeting.sequence += 1
                 meeting.updated_at = now()
-                await plan_meeting(uow.session, meeting)
+                await self._changed(uow.session, meeting)
                 uow.audit("session_updated", "meeting", meeting.id, {"session_id": row.id, **changed})
                 await uow.commit()
             return views.session(row, meeting.timezone)
@@ -305,7 +321,7 @@ class Meetings:
             await self._prune_invitations(uow, meeting.id, {str(session_id)})
             meeting.sequence += 1
             meeting.updated_at = now()
-            await plan_meeting(uow.session, meeting)
+            await self._changed(uow.session, meeting)
             uow.audit("session_removed", "meeting", meeting.id, {"session_id": session_id, "title": row.title})
             await uow.commit()
 
@@ -393,12 +409,13 @@ class Meetings:
                 kept = [s for s in inv.session_ids if s not in gone]
                 inv.session_ids = kept or None
 
-    @staticmethod
-    def _set_conference(meeting: m.Meeting, conf: api.ConferenceIn | None, changed: dict[str, Any]) -> None:
+    def _set_conference(self, meeting: m.Meeting, conf: api.ConferenceIn | None, changed: dict[str, Any]) -> None:
         current = meeting.conference.provider if meeting.conference else None
         wanted = conf.provider if conf else None
         if current == wanted:
             return
+        if wanted:
+            self.check_provider(wanted)
         meeting.conference = m.Conference(provider=wanted, status="pending") if wanted else None
         changed["conference"] = wanted
 

@@ -1,0 +1,150 @@
+"""Invitation mail: the invitation, its updates and cancellations, sent from the outbox.
+
+A mail job converges like the calendar jobs: it renders the person's copy as the
+meeting stands when the job runs, and sends it unless that exact copy was sent
+already. The Message-ID is made from the copy, so the one message that can be
+sent twice (the service dying between the SMTP server's acceptance and the
+job's record) carries the same Message-ID both times.
+"""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from email.utils import formataddr
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.calendar.snapshot import build_event
+from service.db import models as m
+from service.db.engine import Database
+from service.links import LinkKeys
+from service.outbox import GiveUp, RetryLater, enqueue
+from service.settings import Settings
+from service.timeutil import local
+from service.usecases.base import Actor, UnitOfWork
+
+if TYPE_CHECKING:
+    from connectors.mail import MailSender, OutgoingMail
+
+MAIL = "mail.invitation"
+WITHDRAWN = "mail.withdrawn"
+
+
+async def notify_invitees(session: AsyncSession, meeting: m.Meeting) -> None:
+    """Queue a mail to every invited person (an update or a cancellation, decided when it runs)."""
+    for inv_id in await session.scalars(select(m.Invitation.id).where(m.Invitation.meeting_id == meeting.id)):
+        await enqueue(session, MAIL, {"invitation_id": str(inv_id)}, f"mail:{inv_id}")
+
+
+async def withdraw_mail(session: AsyncSession, inv: m.Invitation, meeting: m.Meeting) -> None:
+    """Queue a cancellation for a person whose invitation is withdrawn (if they were mailed before)."""
+    person = await session.get(m.Person, inv.person_id)
+    if person is None or inv.mailed_hash is None or meeting.status != "planned":
+        return
+    await enqueue(session, WITHDRAWN, {
+        "invitation_id": str(inv.id), "meeting_id": str(meeting.id), "person_id": str(person.id),
+        "mode": inv.mode, "generation": inv.token_generation}, f"mail:{inv.id}:withdrawn")
+
+
+def _templates() -> Environment:
+    return Environment(loader=PackageLoader("service", "templates"), autoescape=select_autoescape(["html"]),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+class InvitationMailer:
+    """Handlers of the mail jobs."""
+
+    def __init__(self, db: Database, sender: MailSender, settings: Settings, keys: LinkKeys) -> None:
+        self.db = db
+        self.sender = sender
+        self.settings = settings
+        self.keys = keys
+        self.env = _templates()
+        self.domain = settings.organizer.email.rpartition("@")[2] or "forumbridge.invalid"
+
+    async def invitation(self, payload: dict[str, Any]) -> None:
+        inv_id = uuid.UUID(payload["invitation_id"])
+        async with self.db.session(write=False) as s:
+            inv = await s.get(m.Invitation, inv_id)
+            if inv is None:
+                return
+            meeting = await s.get(m.Meeting, inv.meeting_id)
+            person = await s.get(m.Person, inv.person_id)
+            if meeting is None or person is None:
+                return
+            if meeting.status == "cancelled" and inv.mailed_hash is None:
+                return  # never invited by mail: nothing to cancel
+            event = await build_event(s, meeting, self.settings)
+            site = await s.get(m.Site, inv.site_id) if inv.site_id else None
+            sessions = [x for x in sorted(meeting.sessions, key=lambda x: x.starts_at)
+                        if inv.session_ids is None or str(x.id) in inv.session_ids]
+        method = "CANCEL" if meeting.status == "cancelled" else "REQUEST"
+        kind = "cancelled" if method == "CANCEL" else ("updated" if inv.mailed_hash else "invited")
+        url = self.keys.url(self.keys.token(inv.id, inv.token_generation))
+        mail, digest = self._compose(kind, method, event, meeting, person, inv, site, sessions, url)
+        if digest == inv.mailed_hash:
+            return  # this very copy was sent already
+        await self._send(mail)
+        async with UnitOfWork(self.db, Actor("mailer"), write=True) as uow:
+            row = await uow.session.get(m.Invitation, inv_id)
+            if row is not None:
+                row.mailed_hash = digest
+            uow.audit("mail_sent", "invitation", inv_id, {"kind": kind, "sequence": meeting.sequence,
+                                                          "message_id": mail.message_id})
+            await uow.commit()
+
+    async def withdrawn(self, payload: dict[str, Any]) -> None:
+        async with self.db.session(write=False) as s:
+            meeting = await s.get(m.Meeting, uuid.UUID(payload["meeting_id"]))
+            person = await s.get(m.Person, uuid.UUID(payload["person_id"]))
+            if meeting is None or person is None:
+                return
+            event = await build_event(s, meeting, self.settings)
+        inv = m.Invitation(id=uuid.UUID(payload["invitation_id"]), mode=payload["mode"], session_ids=None,
+                           token_generation=payload["generation"])
+        url = self.keys.url(self.keys.token(inv.id, inv.token_generation))
+        mail, _ = self._compose("withdrawn", "CANCEL", event, meeting, person, inv, None, [], url)
+        await self._send(mail)
+
+    def _compose(self, kind: str, method: str, event: Any, meeting: m.Meeting, person: m.Person,
+                 inv: m.Invitation, site: m.Site | None, sessions: list[m.Session], url: str) -> tuple[OutgoingMail, str]:
+        from connectors.mail import OutgoingMail
+        from service.participation.links import personal_copy
+
+        ics = personal_copy(event, person, inv, url, method)
+        digest = hashlib.sha256(method.encode() + b"\0" + ics).hexdigest()
+        zone = meeting.timezone
+        context = {
+            "kind": kind, "person": person.name, "title": meeting.title, "description": meeting.description,
+            "start": local(meeting.starts_at, zone), "end": local(meeting.ends_at, zone), "zone": zone,
+            "mode": inv.mode, "site": site.name if site else None, "url": url, "sequence": meeting.sequence,
+            "sessions": [(local(x.starts_at, zone), local(x.ends_at, zone), x.title) for x in sessions],
+            "organizer": self.settings.organizer.name, "organizer_email": self.settings.organizer.email,
+        }
+        subject = {"invited": "Inbjudan", "updated": "Ändrat", "cancelled": "Inställt", "withdrawn": "Inbjudan återkallad"}[kind]
+        mail = OutgoingMail(
+            message_id=f"<{inv.id}.{digest[:24]}@{self.domain}>",
+            sender=self.settings.mail.sender,
+            to=(formataddr((person.name, person.email)),),
+            subject=f"{subject}: {meeting.title}",
+            text=self.env.get_template("mail.txt").render(**context),
+            html=self.env.get_template("mail.html").render(**context),
+            ics=ics,
+            ics_method=method,
+        )
+        return mail, digest
+
+    async def _send(self, mail: OutgoingMail) -> None:
+        from connectors.mail import MailAuthError, MailRejected, MailUnavailable
+
+        try:
+            await self.sender.send(mail)
+        except MailUnavailable as exc:
+            raise RetryLater(f"mail server unavailable: {exc}") from exc
+        except MailAuthError as exc:
+            raise RetryLater(f"mail server refused our credentials: {exc}") from exc
+        except MailRejected as exc:
+            raise GiveUp(f"mail server refused the message: {exc}") from exc
