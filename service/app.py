@@ -9,7 +9,7 @@ from aiohttp import web
 
 from service.container import build_services
 from service.db.engine import create_database
-from service.http import feeds, ops
+from service.http import feeds, ops, pages, webhooks
 from service.http.middleware import observe
 from service.http.openapi import build
 from service.http.routes import v1
@@ -34,6 +34,8 @@ def create_app(settings: Settings) -> web.Application:
     app[OPENAPI] = build(v1, package_version())
     ops.install(app)
     feeds.install(app)
+    pages.install(app)
+    webhooks.install(app)
     v1.install(app)
 
     async def database(app: web.Application) -> AsyncIterator[None]:

@@ -3,17 +3,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from connectors.calendar import CalendarAccount, CalendarConnector, make_connector
+from connectors.mail import MailSender, make_sender
 from schemas import api
 from service.calendar.plan import PUSH
 from service.calendar.pull import PullRules
 from service.calendar.push import CalendarPusher
 from service.calendar.sync import CalendarSync, SyncLoop
+from service.db import models as m
 from service.db.engine import Database
 from service.http.auth import TokenVerifier
+from service.links import LinkKeys
+from service.mailing import MAIL, WITHDRAWN, InvitationMailer, notify_invitees
 from service.metrics import Metrics
 from service.outbox import OutboxWorker, retry_now
-from service.links import LinkKeys
+from service.participation.attendance import Attendance
+from service.participation.links import Links
+from service.participation.video import CONFERENCE, VideoGateway, enqueue_conference
 from service.settings import Settings, kept_secret
 from service.usecases.audit import AuditLog
 from service.usecases.calendars import CalendarStatus
@@ -39,6 +47,11 @@ class Services:
     feeds: Feeds
     outbox: OutboxWorker
     sync_loop: SyncLoop
+    link_keys: LinkKeys
+    links: Links
+    video: VideoGateway
+    attendance: Attendance
+    mail: MailSender
 
     def start_workers(self) -> None:
         self.db.on_jobs.append(self.outbox.wake.set)
@@ -49,6 +62,8 @@ class Services:
         await self.sync_loop.stop()
         await self.outbox.stop()
         await self.calendar.close()
+        await self.mail.close()
+        await self.video.close()
 
     async def sync_now(self) -> api.SyncResult:
         """Pull every calendar, then run what that and earlier changes queued."""
@@ -60,12 +75,22 @@ class Services:
 
 def build_services(settings: Settings, db: Database, secret: str) -> Services:
     metrics = Metrics()
-    meetings = Meetings(db, on_booking=metrics.booking)
+    video = VideoGateway(db, settings)
+
+    async def on_change(session: AsyncSession, meeting: m.Meeting) -> None:
+        if meeting.conference is not None:
+            await enqueue_conference(session, meeting.id)
+        await notify_invitees(session, meeting)
+
+    meetings = Meetings(db, on_booking=metrics.booking, on_change=on_change, check_provider=video.check)
     accounts = [CalendarAccount(a.url, a.username, a.password, a.verify_tls) for a in settings.calendar.accounts]
     connector = make_connector("caldav", accounts)
     rules = PullRules(meetings, settings.calendar.client_changes)
     sync = CalendarSync(db, connector, rules)
     pusher = CalendarPusher(db, connector, settings, rules)
+    keys = LinkKeys(kept_secret(settings, "link_secret"), settings.http.public_url)
+    sender = make_sender("smtp", **settings.mail.model_dump(exclude={"sender"}))
+    mailer = InvitationMailer(db, sender, settings, keys)
     return Services(
         settings=settings,
         db=db,
@@ -73,12 +98,18 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         verifier=TokenVerifier(settings, secret),
         directory=make_directory(db, settings.http.public_url),
         meetings=meetings,
-        invitations=Invitations(db, LinkKeys(kept_secret(settings, "link_secret"), settings.http.public_url)),
+        invitations=Invitations(db, keys),
         audit=AuditLog(db),
         calendar=connector,
         calendar_sync=sync,
         calendar_status=CalendarStatus(db),
         feeds=Feeds(db, settings),
-        outbox=OutboxWorker(db, {PUSH: pusher}),
+        outbox=OutboxWorker(db, {PUSH: pusher, MAIL: mailer.invitation, WITHDRAWN: mailer.withdrawn,
+                                 CONFERENCE: video.converge}),
         sync_loop=SyncLoop(sync, settings.calendar.sync_interval_s),
+        link_keys=keys,
+        links=Links(db, keys, settings, video),
+        video=video,
+        attendance=Attendance(db, video.reporting_presence()),
+        mail=sender,
     )

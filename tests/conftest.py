@@ -1,7 +1,7 @@
 """Fixtures: the real app on a real database, SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
-pytest_plugins = ["tests.support.caldav_servers"]
+pytest_plugins = ["tests.support.caldav_servers", "tests.support.smtp_server"]
 
 import secrets
 from pathlib import Path
@@ -13,6 +13,12 @@ from service.app import create_app
 from service.settings import Settings
 from tests.support.databases import PostgresDatabase, SqliteTemplate, connect_postgres
 from tests.support.http import ApiClient, token_for
+
+
+VIDEO = {
+    "jitsi": {"url": "https://meet.forum.test", "app_id": "forumbridge", "app_secret": "x" * 40,
+              "audience": "forumbridge", "subject": "meet.forum.test", "webhook_token": "jitsi-hook-token-0123456789"},
+}
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +48,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database={"url": database_url, "pool_size": 10},
         auth={"jwt_secret": secrets.token_urlsafe(32)},
         http={"public_url": "http://forum.test"},
+        video=VIDEO,
+        # Nothing listens there: mail waits in the outbox unless a test brings an SMTP server.
+        mail={"host": "127.0.0.1", "port": 9},
     )
 
 

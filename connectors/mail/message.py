@@ -26,6 +26,7 @@ import re
 from datetime import datetime, timezone
 from email import policy
 from email.errors import MessageError
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
@@ -79,7 +80,8 @@ def parse_address(text: str) -> Address:
 
     Split by hand rather than by the header parser: a display name is free text here, and the
     parser would read "Eva Bcc: evil@example.org <eva@example.se>" as an address group that
-    smuggles in a second recipient. Whatever precedes the last <...> is the name, quoted on output.
+    smuggles in a second recipient. Whatever precedes the last <...> is the name (unquoted, or
+    decoded when `email.utils.formataddr` encoded it); the builder quotes and encodes it again.
     """
     text = one_line(text)
     name, addr_spec = "", text
@@ -88,6 +90,8 @@ def parse_address(text: str) -> Address:
         name, addr_spec = text[:start].strip(), text[start + 1:-1].strip()
         if len(name) >= 2 and name[0] == name[-1] == '"':
             name = re.sub(r"\\(.)", r"\1", name[1:-1])
+        elif "=?" in name:
+            name = _decoded(name)
     try:
         address = Address(display_name=name, addr_spec=_ascii_domain(addr_spec))
     except (ValueError, IndexError, MessageError) as exc:
@@ -95,6 +99,14 @@ def parse_address(text: str) -> Address:
     if not address.username or not address.domain or "@" not in addr_spec:
         raise ValueError(f"not an email address: {text!r}")
     return address
+
+
+def _decoded(name: str) -> str:
+    """A display name with its RFC 2047 encoded words decoded (email.utils.formataddr makes them)."""
+    try:
+        return one_line(str(make_header(decode_header(name))))
+    except (ValueError, LookupError, MessageError):
+        return name
 
 
 def _ascii_domain(addr_spec: str) -> str:

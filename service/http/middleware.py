@@ -21,6 +21,14 @@ SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 PROBLEM = "application/problem+json"
 
 
+SECRET_PATH = re.compile(r"^/(j|feeds/forums|feeds/rooms)/[^/?]+")
+
+
+def redact(path: str) -> str:
+    """Join and feed tokens are credentials: they stay out of the logs."""
+    return SECRET_PATH.sub(lambda m: f"/{m.group(1)}/…", path)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -86,6 +94,6 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
     metrics.requests.labels(route, request.method, str(response.status)).inc()
     metrics.latency.labels(route, request.method).observe(elapsed)
     log.info(
-        "%s %s %s %.1fms rid=%s", request.method, request.path_qs[:300], response.status, elapsed * 1000, rid
+        "%s %s %s %.1fms rid=%s", request.method, redact(request.path_qs[:300]), response.status, elapsed * 1000, rid
     )
     return response

@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from service.http.i18n import TEXTS, choose
 from service.keys import SERVICES
-from service.participation.links import LinkGone, LinkUnknown, NoVideo
+from service.participation.errors import LinkGone, LinkUnknown, NoVideo
 
 ANSWERS = ("accepted", "tentative", "declined")
 SECURITY_HEADERS = {

@@ -16,7 +16,7 @@ async def receive(request: web.Request) -> web.Response:
     body = await request.read()
     public = svc.settings.http.public_url.rstrip("/")
     hook = WebhookRequest(path="/" + request.match_info.get("tail", ""), headers=dict(request.headers), body=body,
-                          url=public + request.path_qs)
+                          url=public + request.raw_path)
     try:
         events = svc.video.parse_webhook(provider, hook)
     except VideoAuthError as exc:

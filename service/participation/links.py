@@ -12,28 +12,13 @@ from service.calendar.ical import EventAttendee, render_personal
 from service.calendar.snapshot import build_event
 from service.db import models as m
 from service.db.engine import Database
-from service.errors import DomainError
+from service.participation.errors import LinkGone, LinkUnknown, NoVideo
 from service.links import LinkKeys, plausible, token_hash
 from service.participation.attendance import record
 from service.participation.video import VideoGateway
 from service.settings import Settings
 from service.timeutil import now
 from service.usecases.base import Actor, UnitOfWork
-
-
-class LinkUnknown(DomainError):
-    status = 404
-    title = "Unknown link"
-
-
-class LinkGone(DomainError):
-    status = 410
-    title = "Link no longer valid"
-
-
-class NoVideo(DomainError):
-    status = 409
-    title = "No video link"
 
 
 @dataclass(frozen=True)

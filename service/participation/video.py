@@ -13,6 +13,7 @@ from connectors.video import (
     Participant,
     PresenceEvent,
     VideoAuthError,
+    VideoError,
     VideoProvider,
     VideoRejected,
     VideoUnavailable,
@@ -22,6 +23,7 @@ from connectors.video import (
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import Invalid
+from service.participation.errors import NoVideo
 from service.outbox import GiveUp, RetryLater, enqueue
 from service.settings import Settings
 from service.timeutil import now
@@ -54,6 +56,10 @@ class VideoGateway:
         self.providers: dict[str, VideoProvider] = {
             name: make_provider(name, dict(config)) for name, config in settings.video.items()}
 
+    async def close(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()
+
     def names(self) -> list[str]:
         return sorted(self.providers)
 
@@ -68,11 +74,12 @@ class VideoGateway:
     def personal_url(self, meeting: m.Meeting, conf: m.Conference, inv: m.Invitation, person: m.Person) -> str:
         provider = self.providers.get(conf.provider)
         if provider is None or conf.status != "active":
-            from service.participation.links import NoVideo
-
             raise NoVideo("the video conference is not ready yet; try again in a minute")
         who = Participant(invitation_id=str(inv.id), name=person.name, email=person.email, moderator=False)
-        return provider.personal_url(meeting_info(meeting), conference_info(conf), who, now())
+        try:
+            return provider.personal_url(meeting_info(meeting), conference_info(conf), who, now())
+        except VideoError as exc:
+            raise NoVideo(f"no personal video link can be made: {exc}") from exc
 
     def parse_webhook(self, name: str, request: WebhookRequest) -> list[PresenceEvent]:
         provider = self.providers.get(name)
