@@ -49,6 +49,13 @@ async def withdraw_mail(session: AsyncSession, inv: m.Invitation, meeting: m.Mee
         "mode": inv.mode, "generation": inv.token_generation}, f"mail:{inv.id}:withdrawn")
 
 
+def _recipient(person: m.Person) -> str:
+    """"Name <address>"; an address SMTP cannot carry without SMTPUTF8 goes bare, for the sender to refuse."""
+    if not person.email.isascii():
+        return person.email
+    return formataddr((person.name, person.email))
+
+
 def _templates() -> Environment:
     return Environment(loader=PackageLoader("service", "templates"), autoescape=select_autoescape(["html"]),
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -128,7 +135,7 @@ class InvitationMailer:
         mail = OutgoingMail(
             message_id=f"<{inv.id}.{digest[:24]}@{self.domain}>",
             sender=self.settings.mail.sender,
-            to=(formataddr((person.name, person.email)),),
+            to=(_recipient(person),),
             subject=f"{subject}: {meeting.title}",
             text=self.env.get_template("mail.txt").render(**context),
             html=self.env.get_template("mail.html").render(**context),

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
@@ -28,6 +29,9 @@ log = logging.getLogger("forumbridge.outbox")
 PENDING = text("status = 'pending'")
 LEASE = timedelta(minutes=5)
 MAX_BACKOFF = 300.0
+# Jobs one worker runs at once (each with its own key), and jobs it claims per transaction.
+CONCURRENCY = 8
+BATCH = 20
 
 
 class RetryLater(Exception):
@@ -145,10 +149,13 @@ Handler = Callable[[dict[str, Any]], Awaitable[None]]
 class OutboxWorker:
     """Drains the outbox: woken after each commit that wrote jobs, and on a timer."""
 
-    def __init__(self, db: Database, handlers: dict[str, Handler], poll_s: float = 1.0) -> None:
+    def __init__(self, db: Database, handlers: dict[str, Handler], poll_s: float = 1.0,
+                 concurrency: int = CONCURRENCY, batch: int = BATCH) -> None:
         self.db = db
         self.handlers = handlers
         self.poll_s = poll_s
+        self.concurrency = max(1, concurrency)
+        self.batch = max(1, batch)
         self.wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.idle = asyncio.Event()
@@ -165,15 +172,48 @@ class OutboxWorker:
                 pass
 
     async def run_once(self) -> int:
-        """Run every job that is due now; returns how many ran."""
+        """Run every job that is due now, up to `concurrency` at a time; returns how many ran.
+
+        The jobs in flight always hold distinct keys: a claim hands out at most one job per key and
+        none whose key has a job running (leased), and a job stays "running" until `finish` has
+        recorded its outcome. Most of a job's time is waiting on the other system, so running a
+        few at once overlaps that wait with the next jobs' database work.
+        """
         done = 0
-        while True:
-            jobs = await claim(self.db)
-            if not jobs:
-                return done
-            for job in jobs:
-                await self._run_job(job)
-                done += 1
+        queue: deque[Claimed] = deque()
+        running: set[asyncio.Task[None]] = set()
+        more = True  # whether a claim may find something (set again whenever a job ends)
+        failure: BaseException | None = None
+        try:
+            while True:
+                if failure is None and more and not queue and len(running) < self.concurrency:
+                    try:
+                        queue.extend(await claim(self.db, self.batch))
+                    except Exception as exc:  # noqa: BLE001 - the database may be down: see below
+                        failure = exc
+                    more = bool(queue)
+                while failure is None and queue and len(running) < self.concurrency:
+                    running.add(asyncio.create_task(self._run_job(queue.popleft())))
+                if not running:
+                    break
+                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    if task.exception() is None:
+                        done += 1
+                    elif failure is None:
+                        failure = task.exception()
+                more = True
+        finally:
+            # Cancelled (the worker stops): the jobs in flight stop with us and run again after their lease.
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        if failure is not None:
+            # Claiming or recording an outcome failed (the database is down): the jobs in flight have
+            # ended, no more were started; claimed jobs not recorded run again after their lease.
+            raise failure
+        return done
 
     async def _run_job(self, job: Claimed) -> None:
         handler = self.handlers.get(job.kind)

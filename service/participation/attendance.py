@@ -94,37 +94,41 @@ class Attendance:
                     m.Invitation, m.Invitation.id == m.AttendanceEvent.invitation_id).where(
                     m.Invitation.meeting_id == meeting_id)):
                 marks[ev.invitation_id].append(Mark(ev.at, ev.kind, ev.source))
-        provider = meeting.conference.provider if meeting.conference else None
+            provider = meeting.conference.provider if meeting.conference else None
+            spans = [(x.id, x.title, x.starts_at, x.ends_at)
+                     for x in sorted(meeting.sessions, key=lambda x: (x.starts_at, x.id))] or [
+                (None, meeting.title, meeting.starts_at, meeting.ends_at)]
+            # Read now: the session's end expires the rows.
+            meeting_id, title, ends_at = meeting.id, meeting.title, meeting.ends_at
+            people = [(inv.id, inv.session_ids, inv.mode, inv.site_id, person.id, person.name, person.email,
+                       person.organisation) for inv, person in rows]
         reports = provider in self.reports_presence
-        until = min(meeting.ends_at, now())
-        sessions = sorted(meeting.sessions, key=lambda x: (x.starts_at, x.id))
-        spans = [(x.id, x.title, x.starts_at, x.ends_at) for x in sessions] or [
-            (None, meeting.title, meeting.starts_at, meeting.ends_at)]
+        until = min(ends_at, now())
         out_rows: list[api.AttendanceRow] = []
-        for inv, person in rows:
-            intervals = presence(marks.get(inv.id, []), until, reports)
-            expected_ids = None if inv.session_ids is None else {uuid.UUID(x) for x in inv.session_ids}
-            for sid, title, start, end in spans:
+        for inv_id, session_ids, mode, site_id, person_id, name, email, organisation in people:
+            intervals = presence(marks.get(inv_id, []), until, reports)
+            expected_ids = None if session_ids is None else {uuid.UUID(x) for x in session_ids}
+            for sid, session_title, start, end in spans:
                 o = overlap(intervals, start, end)
                 out_rows.append(api.AttendanceRow(
-                    invitation_id=inv.id, person_id=person.id, name=person.name, email=person.email,
-                    organisation=person.organisation, mode=inv.mode, site=sites.get(inv.site_id),
-                    session_id=sid, session=title, session_starts_at=local(start, zone), session_ends_at=local(end, zone),
+                    invitation_id=inv_id, person_id=person_id, name=name, email=email,
+                    organisation=organisation, mode=mode, site=sites.get(site_id),
+                    session_id=sid, session=session_title, session_starts_at=local(start, zone), session_ends_at=local(end, zone),
                     expected=expected_ids is None or sid in expected_ids, present=o.seconds > 0,
                     minutes=round(o.seconds / 60, 1),
                     first_join=local(o.first_join, zone) if o.first_join else None,
                     last_leave=local(o.last_leave, zone) if o.last_leave else None,
                     source=o.source, estimated=o.estimated))
         summaries = []
-        for sid, title, start, end in spans:
+        for sid, session_title, start, end in spans:
             these = [r for r in out_rows if r.session_id == sid]
             summaries.append(api.SessionSummary(
-                session_id=sid, session=title, starts_at=local(start, zone), ends_at=local(end, zone),
+                session_id=sid, session=session_title, starts_at=local(start, zone), ends_at=local(end, zone),
                 expected=sum(r.expected for r in these), present=sum(r.expected and r.present for r in these),
                 present_unexpected=sum(r.present and not r.expected for r in these),
                 remote_expected=sum(r.expected and r.mode == "remote" for r in these),
                 remote_present=sum(r.expected and r.present and r.mode == "remote" for r in these)))
-        return api.AttendanceReport(meeting_id=meeting.id, title=meeting.title, timezone=zone, generated_at=now(),
+        return api.AttendanceReport(meeting_id=meeting_id, title=title, timezone=zone, generated_at=now(),
                                     rows=out_rows, sessions=summaries)
 
 

@@ -53,8 +53,15 @@ class VideoGateway:
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
-        self.providers: dict[str, VideoProvider] = {
-            name: make_provider(name, dict(config)) for name, config in settings.video.items()}
+        self.providers: dict[str, VideoProvider] = {}
+        for name, config in settings.video.items():
+            options = dict(config)
+            if name != "static":
+                # A video link works as long as the join link that leads to it, unless configured otherwise.
+                options.setdefault("grace_minutes", settings.join.grace_minutes)
+                if name == "jitsi":
+                    options.setdefault("early_minutes", settings.join.early_minutes)
+            self.providers[name] = make_provider(name, options)
 
     async def close(self) -> None:
         for provider in self.providers.values():
