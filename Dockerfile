@@ -2,6 +2,7 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    FORUMBRIDGE_CONFIG=/app/config/forumbridge.toml \
     FORUMBRIDGE_HTTP__HOST=0.0.0.0 \
     FORUMBRIDGE_DATA_DIR=/var/lib/forumbridge \
     FORUMBRIDGE_DATABASE__URL=sqlite+aiosqlite:////var/lib/forumbridge/forumbridge.db
