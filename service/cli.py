@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         configure_logging(settings.log_level)
+        try:
+            app = create_app(settings)
+        except SettingsError as exc:
+            print(f"forumbridge: {exc}", file=sys.stderr)
+            return 2
         if args.demo:
             asyncio.run(_seed(settings, if_empty=True))
             token = _token(settings, "demo-secretariat", "secretariat", timedelta(hours=12))
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nSecretariat token (12 h):\n{token}\n\nTry:\n  curl -s -H {shlex.quote('Authorization: Bearer ' + token)} "
                   f"{base}/api/v1/meetings\n", flush=True)
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.http.host,
             port=settings.http.port,
             shutdown_timeout=settings.http.shutdown_timeout_s,

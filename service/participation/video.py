@@ -25,7 +25,7 @@ from service.db.engine import Database
 from service.errors import Invalid
 from service.participation.errors import NoVideo
 from service.outbox import GiveUp, RetryLater, enqueue
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from service.timeutil import now
 from service.usecases.base import Actor, UnitOfWork
 
@@ -61,7 +61,10 @@ class VideoGateway:
                 options.setdefault("grace_minutes", settings.join.grace_minutes)
                 if name == "jitsi":
                     options.setdefault("early_minutes", settings.join.early_minutes)
-            self.providers[name] = make_provider(name, options)
+            try:
+                self.providers[name] = make_provider(name, options)
+            except ValueError as exc:
+                raise SettingsError(f"invalid configuration:\n  option video.{name}: {exc}") from None
 
     async def close(self) -> None:
         for provider in self.providers.values():

@@ -34,9 +34,9 @@ def options(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tupl
 
 
 def value_of(settings: Settings, path: tuple[str, ...]) -> Any:
-    value: Any = settings
+    value: Any = settings.model_dump()
     for part in path:
-        value = getattr(value, part)
+        value = value[part]
     return str(value) if isinstance(value, Path) else value
 
 
@@ -144,3 +144,22 @@ def test_two_data_folders_get_two_secrets(tmp_path: Path) -> None:
     one = Settings(data_dir=tmp_path / "one", auth={"jwt_secret": ""})
     two = Settings(data_dir=tmp_path / "two", auth={"jwt_secret": ""})
     assert jwt_secret(one) != jwt_secret(two)
+
+
+@pytest.mark.parametrize("example", sorted(DEFAULTS_FILE.parent.glob("*.example.toml")), ids=lambda p: p.name)
+def test_the_app_starts_from_every_example_config_file(example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.app import create_app
+
+    monkeypatch.setenv("FORUMBRIDGE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FORUMBRIDGE_DATABASE__URL", f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    app = create_app(load_settings(example))
+    assert app.router.resources()
+
+
+def test_a_bad_video_section_stops_start_up_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.app import create_app
+
+    monkeypatch.setenv("FORUMBRIDGE_DATA_DIR", str(tmp_path))
+    bad = write(tmp_path / "video.toml", '[video.jitsi]\nurl = "not a url"\napp_id = "x"\n')
+    with pytest.raises(SettingsError, match="video.jitsi"):
+        create_app(load_settings(bad))
