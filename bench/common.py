@@ -190,3 +190,116 @@ async def pg_admin(sql: str) -> str:
 def pg_url(name: str) -> str:
     plain = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
     return "postgresql+asyncpg://" + plain.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
+
+
+# -- shared by the join and attendance benchmarks ----------------------------------------
+async def new_database(kind: str, folder: Path, label: str) -> tuple[str, str]:
+    """A fresh, empty database for one service: (SQLAlchemy URL, PostgreSQL database name or "")."""
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{folder / label / 'forumbridge.db'}", ""
+    name = f"forumbridge_bench_{os.getpid()}_{label}_{secrets.token_hex(3)}"
+    await pg_admin(f'CREATE DATABASE "{name}"')
+    return pg_url(name), name
+
+
+async def drop_database(name: str) -> None:
+    """Drop a database that new_database made (nothing for SQLite); a failure is logged, not raised."""
+    if not name:
+        return
+    try:
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        log(f"could not drop {name}: {exc}")
+
+
+class SmtpSink:
+    """An SMTP server on loopback that accepts and drops every message (aiosmtpd's Sink), as a subprocess.
+
+    Services that invite people send mail through the outbox; with a sink the mail jobs finish
+    instead of retrying in the background while something is being measured.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self, timeout_s: float = 30) -> None:
+        python = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+        self.proc = subprocess.Popen(
+            [python, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink", "-l", f"127.0.0.1:{self.port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"the SMTP sink exited with {self.proc.returncode} on start")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise BenchError("the SMTP sink did not start")
+
+    def env(self) -> dict[str, str]:
+        """The service's mail settings for this sink."""
+        return {"FORUMBRIDGE_MAIL__HOST": "127.0.0.1", "FORUMBRIDGE_MAIL__PORT": str(self.port),
+                "FORUMBRIDGE_MAIL__SECURITY": "none"}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def table(columns: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
+    """Lines of a plain-text table: a label column and one right-aligned column per entry of `columns`."""
+    width0 = max(len(label) for label, _ in rows)
+    widths = [max(len(columns[i]), *(len(values[i]) for _, values in rows)) for i in range(len(columns))]
+    lines = ["  ".join(["".ljust(width0), *(c.rjust(w) for c, w in zip(columns, widths))])]
+    lines.append("-" * len(lines[0]))
+    for label, values in rows:
+        lines.append("  ".join([label.ljust(width0), *(v.rjust(w) for v, w in zip(values, widths))]))
+    return lines
+
+
+class Profiler:
+    """`py-spy record` of one process while a phase runs (--profile; py-spy must be in .venv/bin).
+
+    The output is py-spy's raw (collapsed stacks) format: bench/results/PREFIX-PHASE.txt. With `gil`,
+    only the thread holding the GIL is sampled: the Python CPU time, without the threads' waits.
+    """
+
+    def __init__(self, enabled: bool, prefix: str, gil: bool = False) -> None:
+        self.exe = VENV_BIN / "py-spy"
+        self.gil = gil
+        self.enabled = enabled and self.exe.exists()
+        if enabled and not self.enabled:
+            log(f"--profile: {self.exe} not found (pip install py-spy into .venv); not profiling")
+        self.prefix = prefix
+        self.files: list[str] = []
+
+    def start(self, pid: int, phase: str) -> subprocess.Popen | None:
+        if not self.enabled:
+            return None
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        out = RESULTS_DIR / f"{self.prefix}-{phase}.txt"
+        self.files.append(str(out.relative_to(ROOT)))
+        return subprocess.Popen(
+            [str(self.exe), "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--output", str(out),
+             *(["--gil"] if self.gil else [])],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def stop(self, proc: subprocess.Popen | None) -> None:
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGINT)
+        for _ in range(600):
+            if proc.poll() is not None:
+                return
+            await asyncio.sleep(0.1)
+        proc.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator, model_validator
@@ -26,6 +27,18 @@ def _email(value: str) -> str:
     return value
 
 
+def _url(value: str) -> str:
+    # The pattern lets "http://[" through; the calendar connector could not use it.
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port  # a bad port raises too
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if not host:
+        raise ValueError("not a URL: no host")
+    return value
+
+
 def _not_null(cls: type, value: Any) -> Any:
     """For patches: leaving a field out keeps it, null would erase what may not be empty."""
     if value is None:
@@ -44,7 +57,7 @@ MIN_YEAR, MAX_YEAR = 1900, 2200
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000)]
+Url = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2000), AfterValidator(_url)]
 Endpoint = Annotated[str, StringConstraints(pattern=r"^(sips?|h323):\S+$", max_length=500)]
 Zone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_zone)]
 Email = Annotated[str, StringConstraints(min_length=3, max_length=320), AfterValidator(_email)]
@@ -378,6 +391,30 @@ class SyncResult(BaseModel):
     deleted: int
     errors: list[str]
     jobs_run: int
+
+
+class OutboxJobOut(BaseModel):
+    """A job of the outbox not yet done: a calendar push, a mail, a conference change."""
+
+    id: uuid.UUID
+    kind: str = Field(description="What the job does, e.g. `mail.invitation`, `calendar.push`, `video.conference`")
+    key: str | None = Field(description="What the job converges; at most one job per key waits at a time")
+    status: Literal["pending", "running", "failed"] = Field(
+        description="`pending`: waits for its next attempt; `running`: a worker holds it; `failed`: refused for good")
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    meeting_id: uuid.UUID | None = None
+    invitation_id: uuid.UUID | None = None
+    created_at: datetime
+
+
+class OutboxQuery(Wire):
+    kind: Annotated[str, StringConstraints(max_length=40)] | None = Field(
+        default=None, description="Only jobs of this kind, or of kinds starting with it followed by a dot (`mail`)")
+    status: Literal["pending", "running", "failed"] | None = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+    cursor: Annotated[str, StringConstraints(max_length=500)] | None = None
 
 
 class ConflictOut(BaseModel):

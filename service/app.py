@@ -29,7 +29,9 @@ def package_version() -> str:
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application; its database opens on start-up and closes on clean-up."""
     app = web.Application(middlewares=[observe], client_max_size=settings.http.max_body_bytes)
-    db = create_database(settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo)
+    db = create_database(settings.database.url, pool_size=settings.database.pool_size, echo=settings.database.echo,
+                         connect_timeout=settings.database.connect_timeout_s,
+                         command_timeout=settings.database.command_timeout_s)
     app[SERVICES] = build_services(settings, db, jwt_secret(settings))
     app[OPENAPI] = build(v1, package_version())
     ops.install(app)

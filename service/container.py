@@ -29,6 +29,7 @@ from service.usecases.directory import Directory, make_directory
 from service.usecases.feeds import Feeds
 from service.usecases.invitations import Invitations
 from service.usecases.meetings import Meetings
+from service.usecases.outbox_status import OutboxStatus
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Services:
     calendar: CalendarConnector
     calendar_sync: CalendarSync
     calendar_status: CalendarStatus
+    outbox_status: OutboxStatus
     feeds: Feeds
     outbox: OutboxWorker
     sync_loop: SyncLoop
@@ -88,7 +90,7 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
     rules = PullRules(meetings, settings.calendar.client_changes)
     sync = CalendarSync(db, connector, rules)
     pusher = CalendarPusher(db, connector, settings, rules)
-    keys = LinkKeys(kept_secret(settings, "link_secret"), settings.http.public_url)
+    keys = LinkKeys(settings.join.link_secret or kept_secret(settings, "link_secret"), settings.http.public_url)
     sender = make_sender("smtp", **settings.mail.model_dump(exclude={"sender"}))
     mailer = InvitationMailer(db, sender, settings, keys)
     return Services(
@@ -103,6 +105,7 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         calendar=connector,
         calendar_sync=sync,
         calendar_status=CalendarStatus(db),
+        outbox_status=OutboxStatus(db),
         feeds=Feeds(db, settings),
         outbox=OutboxWorker(db, {PUSH: pusher, MAIL: mailer.invitation, WITHDRAWN: mailer.withdrawn,
                                  CONFERENCE: video.converge}),

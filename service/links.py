@@ -4,7 +4,8 @@ A link's token is HMAC-SHA256(link key, invitation id + generation), 256 bits:
 nobody without the key can make or guess one, and the service can make the
 same token again for an update email or a calendar copy without keeping it.
 The database holds only SHA-256(token). Reissuing moves to the next
-generation and revokes the old one; rotating the key (data_dir/link_secret)
+generation and revokes the old one; rotating the key ([join] link_secret, or
+data_dir/link_secret when that is empty; replicas must share it)
 invalidates every link at once.
 """
 from __future__ import annotations
@@ -45,4 +46,4 @@ def token_hash(token: str) -> str:
 
 def plausible(token: str) -> bool:
     """Whether `token` has the shape of one of ours (others are answered 404 without a lookup)."""
-    return bool(TOKEN_SHAPE.match(token))
+    return TOKEN_SHAPE.fullmatch(token) is not None

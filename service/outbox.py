@@ -110,12 +110,23 @@ async def finish(db: Database, job: Claimed, error: BaseException | None) -> Non
         await _finish(db, job, error, superseded=True)
 
 
+async def finish_done(db: Database, jobs: list[Claimed]) -> None:
+    """Record that `jobs` succeeded, in one transaction."""
+    async with db.session(write=True) as s:
+        async with s.begin():
+            await s.execute(
+                update(OutboxJob).where(OutboxJob.id.in_([job.id for job in jobs]))
+                .values(status="done", done_at=utcnow(), last_error=None)
+                .execution_options(synchronize_session=False)
+            )
+
+
 async def _finish(db: Database, job: Claimed, error: BaseException | None, superseded: bool) -> None:
     async with db.session(write=True) as s:
         async with s.begin():
             row = await s.get(OutboxJob, job.id)
-            if row is None:
-                return
+            if row is None or row.status != "running" or row.attempts != job.attempts:
+                return  # our lease ran out and another worker took the job: its outcome counts
             if error is None:
                 row.status, row.done_at, row.last_error = "done", utcnow(), None
                 return
@@ -159,6 +170,9 @@ class OutboxWorker:
         self.wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.idle = asyncio.Event()
+        # Outcomes of jobs this worker holds that could not be recorded (the database was lost),
+        # by job id: recorded first thing next time, so the jobs need not wait out their lease.
+        self._unrecorded: dict[Any, tuple[Claimed, BaseException | None]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-worker")
@@ -175,34 +189,53 @@ class OutboxWorker:
         """Run every job that is due now, up to `concurrency` at a time; returns how many ran.
 
         The jobs in flight always hold distinct keys: a claim hands out at most one job per key and
-        none whose key has a job running (leased), and a job stays "running" until `finish` has
-        recorded its outcome. Most of a job's time is waiting on the other system, so running a
-        few at once overlaps that wait with the next jobs' database work.
+        none whose key has a job running (leased), and a job stays "running" until its outcome is
+        recorded. Most of a job's time is waiting on the other system, so running a few at once
+        overlaps that wait with the other jobs' database work. Jobs that succeeded are recorded
+        together, in one transaction per wake-up of this loop.
         """
         done = 0
         queue: deque[Claimed] = deque()
-        running: set[asyncio.Task[None]] = set()
+        running: dict[asyncio.Task[bool], Claimed] = {}
         more = True  # whether a claim may find something (set again whenever a job ends)
         failure: BaseException | None = None
+        await self._record_late()
+
+        async def start_more() -> None:
+            nonlocal more, failure
+            if failure is None and more and not queue and len(running) < self.concurrency:
+                try:
+                    queue.extend(await claim(self.db, self.batch))
+                except Exception as exc:  # noqa: BLE001 - the database may be down: see below
+                    failure = exc
+                more = bool(queue)
+            while failure is None and queue and len(running) < self.concurrency:
+                job = queue.popleft()
+                running[asyncio.create_task(self._run_job(job))] = job
+
         try:
             while True:
-                if failure is None and more and not queue and len(running) < self.concurrency:
-                    try:
-                        queue.extend(await claim(self.db, self.batch))
-                    except Exception as exc:  # noqa: BLE001 - the database may be down: see below
-                        failure = exc
-                    more = bool(queue)
-                while failure is None and queue and len(running) < self.concurrency:
-                    running.add(asyncio.create_task(self._run_job(queue.popleft())))
+                await start_more()
                 if not running:
                     break
-                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                succeeded = []
                 for task in finished:
-                    if task.exception() is None:
-                        done += 1
-                    elif failure is None:
-                        failure = task.exception()
+                    job = running.pop(task)
+                    if task.exception() is not None:
+                        failure = failure or task.exception()
+                        continue
+                    done += 1
+                    if task.result():
+                        succeeded.append(job)
                 more = True
+                await start_more()  # the next jobs run while these are recorded
+                if succeeded:
+                    try:
+                        await finish_done(self.db, succeeded)
+                    except Exception as exc:  # noqa: BLE001 - the database may be down: see below
+                        failure = failure or exc
+                        self._unrecorded.update((job.id, (job, None)) for job in succeeded)
         finally:
             # Cancelled (the worker stops): the jobs in flight stop with us and run again after their lease.
             for task in running:
@@ -210,12 +243,17 @@ class OutboxWorker:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
         if failure is not None:
+            # Claimed but never started: given back (as a failed attempt) with the late outcomes.
+            self._unrecorded.update((job.id, (job, RetryLater("not started: the database was lost"))) for job in queue)
             # Claiming or recording an outcome failed (the database is down): the jobs in flight have
-            # ended, no more were started; claimed jobs not recorded run again after their lease.
+            # ended and no more were started; the outcomes not recorded are kept and recorded when
+            # the database answers again (if this process dies first, the jobs run again after
+            # their lease: converging jobs may run twice).
             raise failure
         return done
 
-    async def _run_job(self, job: Claimed) -> None:
+    async def _run_job(self, job: Claimed) -> bool:
+        """Run one job; True when it succeeded (the caller records that), else its failure is recorded here."""
         handler = self.handlers.get(job.kind)
         error: BaseException | None = None
         if handler is None:
@@ -230,9 +268,21 @@ class OutboxWorker:
             except Exception as exc:  # noqa: BLE001 - a bug in one job must not stop the others
                 log.exception("outbox job %s (%s) failed", job.id, job.kind)
                 error = exc
-        if error is not None:
-            log.warning("outbox job %s (%s) attempt %d: %s", job.id, job.kind, job.attempts, error)
-        await finish(self.db, job, error)
+        if error is None:
+            return True
+        log.warning("outbox job %s (%s) attempt %d: %s", job.id, job.kind, job.attempts, error)
+        try:
+            await finish(self.db, job, error)
+        except Exception:
+            self._unrecorded[job.id] = (job, error)
+            raise
+        return False
+
+    async def _record_late(self) -> None:
+        """Record the outcomes kept while the database was away; raises if it still is."""
+        for job_id, (job, error) in list(self._unrecorded.items()):
+            await finish(self.db, job, error)
+            self._unrecorded.pop(job_id, None)  # run_once may run twice at once (the API's sync)
 
     async def _run(self) -> None:
         while True:

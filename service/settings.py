@@ -32,6 +32,9 @@ class HttpSettings(Section):
 class DatabaseSettings(Section):
     url: str = Field("sqlite+aiosqlite:///var/forumbridge.db", pattern=r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://")
     pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+    # Without these a database behind a network that drops packets holds requests for minutes.
+    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Give up opening a PostgreSQL connection after this long")
+    command_timeout_s: float = Field(30.0, gt=0, le=3600, description="Give up on one PostgreSQL statement after this long")
     echo: bool = False
 
 
@@ -47,6 +50,8 @@ class AuthSettings(Section):
 class JoinSettings(Section):
     grace_minutes: int = Field(120, ge=0, le=7 * 24 * 60, description="How long a join link works after its meeting ends")
     early_minutes: int = Field(30, ge=0, le=24 * 60, description="How early before the meeting the video link opens")
+    link_secret: str = Field("", description="The key join links are derived from; empty: generated and kept in "
+                                             "the data folder. Replicas must share it")
 
 
 class OrganizerSettings(Section):

@@ -86,7 +86,11 @@ class CaldavConnector:
     @staticmethod
     def _collection(calendar_url: str) -> tuple[str, str]:
         """(absolute URL, canonical path) of the collection, both ending in "/"."""
-        parts = urlsplit(calendar_url)
+        try:
+            parts = urlsplit(calendar_url)
+            parts.port  # noqa: B018 - raises on a port that is no number
+        except ValueError:  # "http://[", "http://host:port/" and the like: no URL at all
+            raise CalendarRejected(f"not an http(s) calendar URL: {calendar_url!r}", url=calendar_url) from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise CalendarRejected(f"not an http(s) calendar URL: {calendar_url!r}", url=calendar_url)
         path = canonical_path(parts.path.rstrip("/") + "/")
@@ -95,8 +99,11 @@ class CaldavConnector:
     def _resolve(self, calendar_url: str, href: str) -> tuple[str, str]:
         """(absolute URL, canonical href) of an object; refuses hrefs on another server."""
         base, _ = self._collection(calendar_url)
-        url = urljoin(base, href)
-        parts, origin = urlsplit(url), urlsplit(base)
+        try:
+            url = urljoin(base, href)
+            parts, origin = urlsplit(url), urlsplit(base)
+        except ValueError:  # a malformed href from the server
+            raise CalendarRejected(f"href {href!r} is not a URL", url=base) from None
         if (parts.scheme, parts.netloc) != (origin.scheme, origin.netloc):
             # Never send this calendar's credentials to another host.
             raise CalendarRejected(f"href {href!r} is not on the server of {calendar_url}", url=url)

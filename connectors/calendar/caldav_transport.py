@@ -73,8 +73,10 @@ def raise_for_status(response: DAVResponse, url: str, what: str) -> None:
         raise CalendarPreconditionFailed(message, url=url, status=status, preconditions=pre)
     if status == 401 or (status == 403 and not pre):
         raise CalendarAuthError(message, url=url, status=status, preconditions=pre)
-    # 501 Not Implemented says the server will never do this: a refusal, not an outage.
-    if status in (408, 429) or (status >= 500 and status != 501):
+    # 501 Not Implemented says the server will never do this: a refusal, not an outage. 423 Locked
+    # (RFC 4918) is a lock someone holds: Xandikos answers it for every write to a collection
+    # whose git lock a crash left behind, until its operator removes the lock. Come back later.
+    if status in (408, 423, 429) or (status >= 500 and status != 501):
         raise CalendarUnavailable(message, url=url, status=status, preconditions=pre)
     raise CalendarRejected(message, url=url, status=status, preconditions=pre)
 

@@ -5,7 +5,9 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from connectors.calendar import (
     CalendarAuthError,
@@ -56,13 +58,16 @@ class CalendarPusher:
     async def _converge(self, meeting_id: uuid.UUID, url: str) -> bool:
         """One attempt; False when a precondition failed and the state was reconciled (try again)."""
         async with self.db.session(write=False) as s:
-            cal = await s.scalar(select(m.Calendar).where(m.Calendar.url == url))
-            if cal is None:
-                return True
             meeting = await s.get(m.Meeting, meeting_id)
             uid = meeting.uid if meeting else f"{meeting_id}@forumbridge"
-            obj = await s.scalar(select(m.CalendarObject).where(
-                m.CalendarObject.calendar_id == cal.id, m.CalendarObject.uid == uid))
+            # The calendar and our object in it, in one query.
+            found = (await s.execute(
+                select(m.Calendar, m.CalendarObject).where(m.Calendar.url == url)
+                .outerjoin(m.CalendarObject, and_(m.CalendarObject.calendar_id == m.Calendar.id,
+                                                  m.CalendarObject.uid == uid)))).first()
+            if found is None:
+                return True
+            cal, obj = found
             wanted = await belongs(s, meeting, url)
             data = render_shared(await build_event(s, meeting, self.settings)) if wanted and meeting else None
             known = (obj.href, obj.etag) if obj else None
@@ -114,15 +119,21 @@ class CalendarPusher:
 
     async def _record(self, calendar_id: uuid.UUID, meeting_id: uuid.UUID, uid: str, href: str,
                       etag: str | None, sequence: int) -> None:
+        """Store the object's href, ETag and SEQUENCE: one upsert on (calendar, UID).
+
+        A new row links the meeting only while it still exists; an existing row keeps its link.
+        """
         async with UnitOfWork(self.db, Actor("calendar-push"), write=True) as uow:
-            obj = await uow.session.scalar(select(m.CalendarObject).where(
-                m.CalendarObject.calendar_id == calendar_id, m.CalendarObject.uid == uid))
-            if obj is None:
-                exists = await uow.session.get(m.Meeting, meeting_id)
-                uow.session.add(m.CalendarObject(calendar_id=calendar_id, meeting_id=meeting_id if exists else None,
-                                                 uid=uid, href=href, etag=etag, sequence=sequence))
-            else:
-                obj.href, obj.etag, obj.sequence = href, etag, sequence
+            insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+            still_there = select(m.Meeting.id).where(m.Meeting.id == meeting_id).scalar_subquery()
+            stmt = insert(m.CalendarObject).values(
+                id=uuid.uuid4(), calendar_id=calendar_id, meeting_id=still_there, uid=uid, href=href, etag=etag,
+                sequence=sequence,
+            )
+            await uow.session.execute(stmt.on_conflict_do_update(
+                index_elements=["calendar_id", "uid"],
+                set_={"href": stmt.excluded.href, "etag": stmt.excluded.etag, "sequence": stmt.excluded.sequence},
+            ))
             await uow.commit()
 
     async def _forget(self, calendar_id: uuid.UUID, uid: str) -> None:

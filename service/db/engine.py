@@ -1,12 +1,47 @@
 """Engines and the unit of work."""
 from __future__ import annotations
 
+import errno
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# Socket errors that say the database server is out of reach, not that our code is wrong.
+_NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+                             errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTDOWN})
+# PostgreSQL SQLSTATEs of the same kind: class 08 (connection exception), the server shutting down
+# or starting (57P01-57P03), too many connections (53300).
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def is_unavailable(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) means the database cannot be reached right now.
+
+    Covers what the drivers raise when a connection is refused, reset or lost, whether from a
+    query, a pool checkout or a connect (asyncpg's errors there reach us unwrapped or as a plain
+    DBAPIError), timeouts, and SQLAlchemy's pool timeout. A retry later can succeed: a 503.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+            return True
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+            return True
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_STATES):
+            return True
+        exc = exc.__cause__ or getattr(exc, "orig", None)
+    return False
 
 
 @dataclass
@@ -70,8 +105,14 @@ def _sqlite_engine(url: str, *, writer: bool, echo: bool) -> AsyncEngine:
     return engine
 
 
-def create_database(url: str, *, pool_size: int = 10, echo: bool = False) -> Database:
-    """Open the database named by `url` (sqlite+aiosqlite or postgresql+asyncpg)."""
+def create_database(url: str, *, pool_size: int = 10, echo: bool = False, connect_timeout: float = 10.0,
+                    command_timeout: float = 30.0) -> Database:
+    """Open the database named by `url` (sqlite+aiosqlite or postgresql+asyncpg).
+
+    On PostgreSQL every connect and every statement has a time limit (`connect_timeout`,
+    `command_timeout`, seconds), so that a database out of reach makes requests fail (503) in
+    bounded time instead of hanging; pre-ping replaces pooled connections that died meanwhile.
+    """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
@@ -80,6 +121,7 @@ def create_database(url: str, *, pool_size: int = 10, echo: bool = False) -> Dat
         reader = _sqlite_engine(url, writer=False, echo=echo)
         return Database(writer, reader, "sqlite")
     engine = create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=30
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=30,
+        connect_args={"timeout": connect_timeout, "command_timeout": command_timeout},
     )
     return Database(engine, engine, "postgresql")

@@ -167,7 +167,9 @@ async def _json_body(request: web.Request) -> Any:
         raise WrongContentType(f"body: send application/json, not {ctype or 'nothing'}", field="body")
     raw = await request.read()
     try:
-        return json.loads(raw)
+        # Decoded here, strictly: json.loads(bytes) would also take UTF-16 and UTF-32, and UTF-8
+        # with encoded surrogates. A UTF-8 BOM is tolerated (RFC 8259, section 8.1).
+        return json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise BadBody("body: not UTF-8", field="body") from None
     except json.JSONDecodeError as exc:

@@ -51,6 +51,9 @@ class TokenVerifier:
             self.algorithms = ["HS256"]
 
     async def verify(self, token: str) -> Actor:
+        if not token.isascii():
+            # A JWT is base64url and dots; other bytes in the header would fail inside PyJWT's encode.
+            raise Unauthenticated("not a JWT")
         try:
             key = self._key if self._jwks is None else await asyncio.to_thread(self._signing_key, token)
             claims = jwt.decode(

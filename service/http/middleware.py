@@ -10,7 +10,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from service.errors import DomainError
+from service.db.engine import is_unavailable
+from service.errors import DomainError, Unavailable
 from service.http.api import RequestInvalid, validation_errors
 from service.http.auth import Forbidden, Unauthenticated
 from service.keys import REQUEST_ID, SERVICES
@@ -67,7 +68,12 @@ def _from_exception(request: web.Request, exc: BaseException) -> web.StreamRespo
         if isinstance(exc, web.HTTPMethodNotAllowed):
             resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         return resp
-    log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    if is_unavailable(exc):
+        # The database is out of reach (refused, reset, timed out), wherever the request met it:
+        # a 503 the client may retry, not a 500.
+        log.warning("database unavailable in %s %s: %s: %s", request.method, redact(request.path), type(exc).__name__, exc)
+        return problem(503, Unavailable.title, "the database cannot be reached; try again shortly", type_=Unavailable.type)
+    log.exception("unhandled error in %s %s", request.method, redact(request.path), exc_info=exc)
     return problem(500, "Internal server error", f"request {request.get(REQUEST_ID, '?')} failed; it has been logged")
 
 
@@ -82,10 +88,18 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
+            # A redirect (the join link's 302, the RSVP form's 303) is an answer like any other:
+            # logged and counted before aiohttp sends it.
+            _observed(request, exc, rid, started)
             raise
         response = _from_exception(request, exc)
     except Exception as exc:  # noqa: BLE001 - the one place that maps every error
         response = _from_exception(request, exc)
+    _observed(request, response, rid, started)
+    return response
+
+
+def _observed(request: web.Request, response: web.StreamResponse | web.HTTPException, rid: str, started: float) -> None:
     elapsed = time.perf_counter() - started
     response.headers["X-Request-Id"] = rid
     resource = request.match_info.route.resource
@@ -96,4 +110,3 @@ async def observe(request: web.Request, handler: Callable[[web.Request], Awaitab
     log.info(
         "%s %s %s %.1fms rid=%s", request.method, redact(request.path_qs[:300]), response.status, elapsed * 1000, rid
     )
-    return response

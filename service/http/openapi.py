@@ -39,6 +39,8 @@ def build(api: Api, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in api.endpoints:
         paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep, keys)
+    for ep, links in _links(api):
+        paths[ep.path][ep.method.lower()]["responses"][str(ep.status)]["links"] = links
     return {
         "openapi": "3.1.0",
         "info": {
@@ -102,3 +104,41 @@ def _operation(ep: Endpoint, keys: dict[Any, Any]) -> dict[str, Any]:
         responses[code] = {"description": ERRORS[code], "content": problem}
     op["responses"] = responses
     return op
+
+
+def _links(api: Api) -> list[tuple[Endpoint, dict[str, Any]]]:
+    """OpenAPI links from each create to what can be done with what it made.
+
+    A resource's item path is the shortest path that answers with the created
+    model and ends in a parameter (GET /meetings/{id} for a meeting, PATCH
+    /meetings/{id}/sessions/{sid} for a session). The created `id` fills that
+    parameter; the create's own path parameters fill those of the same name.
+    Clients and stateful API testers (schemathesis) follow these links.
+    """
+    out: list[tuple[Endpoint, dict[str, Any]]] = []
+    for create in api.endpoints:
+        if create.method != "POST" or create.status != 201 or create.response is None:
+            continue
+        items = [ep.path for ep in api.endpoints
+                 if ep.response is create.response and ep.path.endswith("}") and ep.path != create.path]
+        if not items:
+            continue
+        item = min(items, key=len)
+        last = PARAM.findall(item)[-1]
+        given = set(PARAM.findall(create.path))
+        links: dict[str, Any] = {}
+        for target in api.endpoints:
+            if not (target.path == item or target.path.startswith(item + "/")):
+                continue
+            params: dict[str, str] = {}
+            for name in PARAM.findall(target.path):
+                if name == last:
+                    params[name] = "$response.body#/id"
+                elif name in given:
+                    params[name] = f"$request.path.{name}"
+            if len(params) != len(PARAM.findall(target.path)):
+                continue
+            links[target.handler.__name__] = {"operationId": target.handler.__name__, "parameters": params}
+        if links:
+            out.append((create, links))
+    return out

@@ -200,6 +200,13 @@ async def sync_calendars(ctx: Ctx) -> api.SyncResult:
     return await ctx.svc.sync_now()
 
 
+@v1.route("GET", P + "/outbox", summary="Work on other systems not yet done (mail, calendar pushes, conferences), "
+          "with attempts and last error", tag="calendars", role="secretariat", query=api.OutboxQuery,
+          response=api.OutboxJobOut, paged=True)
+async def list_outbox(ctx: Ctx):  # noqa: ANN201
+    return await ctx.svc.outbox_status.jobs(ctx.query)
+
+
 @v1.route("GET", P + "/conflicts", summary="Clashes between bookings and events made in calendar clients",
           tag="calendars", query=api.ConflictQuery, response=api.ConflictOut, paged=True)
 async def list_conflicts(ctx: Ctx):  # noqa: ANN201

@@ -10,10 +10,9 @@ from types import TracebackType
 from typing import Any, Sequence
 
 from sqlalchemy import Select, and_, or_
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.engine import Database
+from service.db.engine import Database, is_unavailable
 from service.db.models import AuditEntry
 from service.errors import Invalid, Unavailable
 
@@ -46,9 +45,11 @@ class UnitOfWork:
     async def __aenter__(self) -> "UnitOfWork":
         try:
             await self.session.begin()
-        except (OperationalError, InterfaceError, OSError) as exc:
+        except Exception as exc:
             await self.session.close()
-            raise Unavailable("the database cannot be reached; try again shortly") from exc
+            if is_unavailable(exc):
+                raise Unavailable("the database cannot be reached; try again shortly") from exc
+            raise
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -59,9 +60,8 @@ class UnitOfWork:
             pass
         finally:
             await self.session.close()
-        if isinstance(exc, (OperationalError, InterfaceError)) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        ):
+        # The connection is taken at the first statement, so a refused connect lands here too.
+        if exc is not None and is_unavailable(exc):
             raise Unavailable("the database connection was lost; try again shortly") from exc
 
     async def commit(self) -> None:

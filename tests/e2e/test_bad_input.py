@@ -128,6 +128,11 @@ CASES = [
     case("forum without a kind", "POST", "/api/v1/forums", lambda t: {"name": "Forum"}, 422, "kind"),
     case("forum calendar that is no URL", "POST", "/api/v1/forums",
          lambda t: {"name": "Forum", "kind": "political", "calendar_url": "ftp://dav.example.org"}, 422, "calendar_url"),
+    # Found by the API fuzz: these passed the pattern and made the next calendar sync a 500.
+    case("forum calendar URL that cannot be parsed", "POST", "/api/v1/forums",
+         lambda t: {"name": "Forum", "kind": "political", "calendar_url": "http://["}, 422, "calendar_url"),
+    case("room calendar URL whose port is no number", "PATCH", "/api/v1/rooms/{free_room}",
+         lambda t: {"calendar_url": "https://dav.example.org:dav/rum/"}, 422, "calendar_url"),
     case("forum kind patched to null", "PATCH", "/api/v1/forums/{forum}", lambda t: {"kind": None}, 422, "kind"),
     case("forum deleted while it has meetings", "DELETE", "/api/v1/forums/{forum}", None, 409, "meetings"),
     # -- meetings ------------------------------------------------------------------------------

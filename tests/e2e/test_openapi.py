@@ -129,3 +129,26 @@ async def test_real_answers_match_their_documented_schemas(api: ApiClient, world
     assert code == 422
     problem_schema = document["paths"]["/api/v1/meetings"]["post"]["responses"]["422"]["content"]
     _check(document, problem_schema["application/problem+json"]["schema"], problem)
+
+
+MADE = {"id": "$response.body#/id"}
+SESSION = {"id": "$request.path.id", "sid": "$response.body#/id"}
+
+
+@pytest.mark.parametrize(("create", "targets"), [
+    ("/api/v1/meetings", {"get_meeting": MADE, "update_meeting": MADE, "cancel_meeting": MADE, "add_session": MADE,
+                          "create_invitation": MADE, "attendance_report": MADE}),
+    ("/api/v1/meetings/{id}/sessions", {"update_session": SESSION, "delete_session": SESSION}),
+    ("/api/v1/meetings/{id}/invitations", {"get_invitation": MADE, "update_invitation": MADE,
+                                           "delete_invitation": MADE, "reissue_invitation": MADE}),
+    ("/api/v1/rooms", {"get_rooms": MADE, "update_rooms": MADE, "delete_rooms": MADE, "room_busy": MADE,
+                       "rotate_room_feed": MADE}),
+])
+async def test_links_lead_from_each_create_to_what_can_be_done_with_what_it_made(document, create, targets) -> None:
+    """What clients and the stateful fuzz (tests/e2e/test_fuzz_api.py) follow."""
+    links = document["paths"][create]["post"]["responses"]["201"]["links"]
+    operations = {op["operationId"]: path for path, ops in document["paths"].items() for op in ops.values()}
+    for name, parameters in targets.items():
+        assert links[name]["operationId"] == name
+        assert links[name]["parameters"] == parameters
+        assert set(parameters) == set(re.findall(r"{(\w+)}", operations[name]))

@@ -26,13 +26,15 @@ STHLM = ZoneInfo("Europe/Stockholm")
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path, caldav_server: CaldavServer) -> Settings:
+def settings(database_url: str, tmp_path: Path, caldav_server: CaldavServer, smtp_server: Any) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         database={"url": database_url},
         auth={"jwt_secret": secrets.token_urlsafe(32)},
         http={"public_url": "http://forum.test"},
         organizer={"name": "Forumsekretariatet", "email": "forum@tillvaxt.example"},
+        # Invitation mail goes somewhere: a mail job failing again on every sync would keep `settle` from settling.
+        mail={"host": smtp_server.host, "port": smtp_server.port},
         calendar={"sync_interval_s": 3600, "accounts": [
             {"url": a.url_prefix, "username": a.username, "password": a.password} for a in caldav_server.accounts]},
     )

@@ -107,6 +107,17 @@ class CaldavServer:
             process.kill()
             process.wait(timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL the process, whatever it is doing: no clean shutdown (start() brings it back)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def clear_stale_locks(self) -> list[Path]:
+        """Remove the lock files a killed process left behind (what its operator does after a crash)."""
+        return []
+
     def request(self, method: str, url: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """A plain HTTP request as this server's user, outside the code under test."""
@@ -179,6 +190,16 @@ class XandikosServer(CaldavServer):
     @property
     def calendars_url(self) -> str:
         return f"{self.origin}/user/calendars/"
+
+    def clear_stale_locks(self) -> list[Path]:
+        """A SIGKILL in the middle of a commit leaves the collection's git index.lock (or a ref's
+        lock) behind, and Xandikos then answers 423 Locked to every write there until someone
+        removes it. Only while the server is stopped: a running one holds live locks."""
+        assert not self.running, "stop the server first"
+        locks = sorted((self.folder / "data").glob("**/.git/**/*.lock"))
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        return locks
 
 
 SERVER_KINDS: dict[str, type[CaldavServer]] = {"radicale": RadicaleServer, "xandikos": XandikosServer}
