@@ -8,6 +8,7 @@ job's record) carries the same Message-ID both times.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from email.utils import formataddr
@@ -71,6 +72,10 @@ class InvitationMailer:
         self.keys = keys
         self.env = _templates()
         self.domain = settings.organizer.email.rpartition("@")[2] or "forumbridge.invalid"
+        # Held from handing a message to the server until the record that it was sent is committed:
+        # mail jobs run concurrently, and without it a crash could catch several messages accepted
+        # but not yet recorded (each then sent again). With it, at most one per process.
+        self._sending = asyncio.Lock()
 
     async def invitation(self, payload: dict[str, Any]) -> None:
         inv_id = uuid.UUID(payload["invitation_id"])
@@ -94,14 +99,15 @@ class InvitationMailer:
         mail, digest = self._compose(kind, method, event, meeting, person, inv, site, sessions, url)
         if digest == inv.mailed_hash:
             return  # this very copy was sent already
-        await self._send(mail)
-        async with UnitOfWork(self.db, Actor("mailer"), write=True) as uow:
-            row = await uow.session.get(m.Invitation, inv_id)
-            if row is not None:
-                row.mailed_hash = digest
-            uow.audit("mail_sent", "invitation", inv_id, {"kind": kind, "sequence": meeting.sequence,
-                                                          "message_id": mail.message_id})
-            await uow.commit()
+        async with self._sending:
+            await self._send(mail)
+            async with UnitOfWork(self.db, Actor("mailer"), write=True) as uow:
+                row = await uow.session.get(m.Invitation, inv_id)
+                if row is not None:
+                    row.mailed_hash = digest
+                uow.audit("mail_sent", "invitation", inv_id, {"kind": kind, "sequence": meeting.sequence,
+                                                              "message_id": mail.message_id})
+                await uow.commit()
 
     async def withdrawn(self, payload: dict[str, Any]) -> None:
         async with self.db.session(write=False) as s:
