@@ -77,8 +77,10 @@ class CalendarPusher:
             known = (obj.href, obj.etag) if obj else None
             sequence = meeting.sequence if meeting else 0
         if data is None:
+            # Also without a record: a create whose answer was lost (server killed after storing
+            # it) left an object we never recorded. Its name follows from the UID; 404 is done.
+            await self.connector.delete(url, known[0] if known else self.connector.object_href(url, uid), None)
             if known is not None:
-                await self.connector.delete(url, known[0], None)
                 await self._forget(cal.id, uid)
             return True
         try:
