@@ -63,8 +63,28 @@ class PostgresDatabase:
         finally:
             await conn.close()
 
+    async def _empty(self) -> None:
+        """TRUNCATE needs every table to itself. A connection an earlier test left behind
+        (a worker still stopping, a killed child's backend not yet gone) would make it wait
+        for ever; after a short wait those backends are ended and the TRUNCATE retried."""
+        conn = await asyncpg.connect(_plain(self.url), timeout=5)
+        try:
+            for _ in range(5):
+                try:
+                    await conn.execute("SET lock_timeout = '3s'")
+                    await conn.execute(self._truncate)
+                    return
+                except asyncpg.LockNotAvailableError:
+                    await conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            await conn.execute("SET lock_timeout = 0")
+            await conn.execute(self._truncate)
+        finally:
+            await conn.close()
+
     def fresh(self) -> str:
-        asyncio.run(self._admin(_plain(self.url), self._truncate))
+        asyncio.run(self._empty())
         return self.url
 
     def drop(self) -> None:
