@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.engine import Database
+from service.db.engine import Database, is_unavailable
 from service.db.models import OutboxJob, utcnow
 
 log = logging.getLogger("forumbridge.outbox")
@@ -32,6 +32,18 @@ MAX_BACKOFF = 300.0
 # Jobs one worker runs at once (each with its own key), and jobs it claims per transaction.
 CONCURRENCY = 8
 BATCH = 20
+
+
+@dataclass(frozen=True)
+class Done:
+    """A handler's result: `record` runs in the transaction that marks the job done.
+
+    For what the job learned from the other system (a calendar object's new ETag, say): job and
+    record are committed together or not at all. If the process dies in between, the job runs
+    again after its lease, so a handler returning Done must converge from there as from any retry.
+    """
+
+    record: Callable[[AsyncSession], Awaitable[None]]
 
 
 class RetryLater(Exception):
@@ -110,15 +122,26 @@ async def finish(db: Database, job: Claimed, error: BaseException | None) -> Non
         await _finish(db, job, error, superseded=True)
 
 
-async def finish_done(db: Database, jobs: list[Claimed]) -> None:
-    """Record that `jobs` succeeded, in one transaction."""
+async def finish_done(db: Database, jobs: list[Claimed], records: dict[Any, Done] | None = None) -> None:
+    """Record that `jobs` succeeded, with what their handlers return to record, in one transaction.
+
+    Only jobs this worker still holds (running, the attempt it claimed) are marked, and only
+    their records run: a job whose lease ran out was taken by another worker, whose outcome counts.
+    """
+    records = records or {}
     async with db.session(write=True) as s:
         async with s.begin():
-            await s.execute(
-                update(OutboxJob).where(OutboxJob.id.in_([job.id for job in jobs]))
+            held = set((await s.scalars(
+                update(OutboxJob)
+                .where(OutboxJob.status == "running",
+                       or_(*(and_(OutboxJob.id == job.id, OutboxJob.attempts == job.attempts) for job in jobs)))
                 .values(status="done", done_at=utcnow(), last_error=None)
+                .returning(OutboxJob.id)
                 .execution_options(synchronize_session=False)
-            )
+            )).all())
+            for job in jobs:
+                if job.id in held and job.id in records:
+                    await records[job.id].record(s)
 
 
 async def _finish(db: Database, job: Claimed, error: BaseException | None, superseded: bool) -> None:
@@ -154,7 +177,21 @@ async def retry_now(db: Database) -> None:
             )
 
 
-Handler = Callable[[dict[str, Any]], Awaitable[None]]
+# A handler converges the other system; it may return Done to have something recorded with the job.
+Handler = Callable[[dict[str, Any]], Awaitable["Done | None"]]
+
+
+class _Wake(asyncio.Event):
+    """The worker's wake-up call, counting how often it was made: a claim is worth a transaction
+    only when jobs were written since the last claim, or when that claim left due jobs behind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def set(self) -> None:
+        self.calls += 1
+        super().set()
 
 
 class OutboxWorker:
@@ -167,12 +204,12 @@ class OutboxWorker:
         self.poll_s = poll_s
         self.concurrency = max(1, concurrency)
         self.batch = max(1, batch)
-        self.wake = asyncio.Event()
+        self.wake = _Wake()
         self._task: asyncio.Task | None = None
         self.idle = asyncio.Event()
         # Outcomes of jobs this worker holds that could not be recorded (the database was lost),
         # by job id: recorded first thing next time, so the jobs need not wait out their lease.
-        self._unrecorded: dict[Any, tuple[Claimed, BaseException | None]] = {}
+        self._unrecorded: dict[Any, tuple[Claimed, BaseException | None, Done | None]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-worker")
@@ -192,26 +229,38 @@ class OutboxWorker:
         none whose key has a job running (leased), and a job stays "running" until its outcome is
         recorded. Most of a job's time is waiting on the other system, so running a few at once
         overlaps that wait with the other jobs' database work. Jobs that succeeded are recorded
-        together, in one transaction per wake-up of this loop.
+        together, in one transaction per wake-up of this loop, with what their handlers returned to
+        record (`Done`): one write transaction per finished batch rather than one or more per job.
         """
         done = 0
         queue: deque[Claimed] = deque()
-        running: dict[asyncio.Task[bool], Claimed] = {}
-        more = True  # whether a claim may find something (set again whenever a job ends)
+        running: dict[asyncio.Task[tuple[bool, Done | None]], Claimed] = {}
+        # Whether a claim may find something: the first always may; later ones when the last claim
+        # was full, or when jobs were written since it (a job written while one of its key ran is
+        # claimable once that one ends; every commit that writes jobs wakes the worker).
+        more = True
+        claimed_at = self.wake.calls
         failure: BaseException | None = None
         await self._record_late()
 
-        async def start_more() -> None:
-            nonlocal more, failure
-            if failure is None and more and not queue and len(running) < self.concurrency:
-                try:
-                    queue.extend(await claim(self.db, self.batch))
-                except Exception as exc:  # noqa: BLE001 - the database may be down: see below
-                    failure = exc
-                more = bool(queue)
+        def start_claimed() -> None:
             while failure is None and queue and len(running) < self.concurrency:
                 job = queue.popleft()
                 running[asyncio.create_task(self._run_job(job))] = job
+
+        async def start_more() -> None:
+            nonlocal more, failure, claimed_at
+            if failure is None and (more or self.wake.calls != claimed_at) and not queue \
+                    and len(running) < self.concurrency:
+                claimed_at = self.wake.calls
+                try:
+                    taken = await claim(self.db, self.batch)
+                except Exception as exc:  # noqa: BLE001 - the database may be down: see below
+                    failure = exc
+                    taken = []
+                queue.extend(taken)
+                more = len(taken) >= self.batch
+            start_claimed()
 
         try:
             while True:
@@ -219,23 +268,28 @@ class OutboxWorker:
                 if not running:
                     break
                 finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                succeeded = []
+                succeeded: list[Claimed] = []
+                records: dict[Any, Done] = {}
                 for task in finished:
                     job = running.pop(task)
                     if task.exception() is not None:
                         failure = failure or task.exception()
                         continue
                     done += 1
-                    if task.result():
+                    ok, record = task.result()
+                    if ok:
                         succeeded.append(job)
-                more = True
-                await start_more()  # the next jobs run while these are recorded
+                        if record is not None:
+                            records[job.id] = record
+                # The jobs claimed already run while these are recorded; recorded before any new
+                # claim, so that what a job wrote elsewhere (an ETag) is on record as soon as can be:
+                # a sync reading that calendar meanwhile would take our own write for a client's.
+                start_claimed()
                 if succeeded:
                     try:
-                        await finish_done(self.db, succeeded)
+                        await self._record_done(succeeded, records)
                     except Exception as exc:  # noqa: BLE001 - the database may be down: see below
                         failure = failure or exc
-                        self._unrecorded.update((job.id, (job, None)) for job in succeeded)
         finally:
             # Cancelled (the worker stops): the jobs in flight stop with us and run again after their lease.
             for task in running:
@@ -244,7 +298,7 @@ class OutboxWorker:
                 await asyncio.gather(*running, return_exceptions=True)
         if failure is not None:
             # Claimed but never started: given back (as a failed attempt) with the late outcomes.
-            self._unrecorded.update((job.id, (job, RetryLater("not started: the database was lost"))) for job in queue)
+            self._unrecorded.update((job.id, (job, RetryLater("not started: the database was lost"), None)) for job in queue)
             # Claiming or recording an outcome failed (the database is down): the jobs in flight have
             # ended and no more were started; the outcomes not recorded are kept and recorded when
             # the database answers again (if this process dies first, the jobs run again after
@@ -252,15 +306,47 @@ class OutboxWorker:
             raise failure
         return done
 
-    async def _run_job(self, job: Claimed) -> bool:
-        """Run one job; True when it succeeded (the caller records that), else its failure is recorded here."""
+    async def _record_done(self, jobs: list[Claimed], records: dict[Any, Done]) -> None:
+        """Record jobs that succeeded: together; if that fails other than by losing the database
+        (a record of one job refused), one by one, and a job whose record fails is retried later."""
+        try:
+            await finish_done(self.db, jobs, records)
+            return
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            if is_unavailable(exc) or len(jobs) == 1 and jobs[0].id not in records:
+                self._unrecorded.update((job.id, (job, None, records.get(job.id))) for job in jobs)
+                raise
+            if len(jobs) == 1:
+                return await self._record_failed(jobs[0], exc)
+        for job in jobs:
+            try:
+                await finish_done(self.db, [job], records)
+            except Exception as exc:  # noqa: BLE001 - sorted out below
+                if is_unavailable(exc):
+                    self._unrecorded.update((j.id, (j, None, records.get(j.id)))
+                                            for j in jobs[jobs.index(job):])
+                    raise
+                await self._record_failed(job, exc)
+
+    async def _record_failed(self, job: Claimed, exc: Exception) -> None:
+        log.error("outbox job %s (%s): recording its outcome failed: %s", job.id, job.kind, exc)
+        try:
+            await finish(self.db, job, exc)
+        except Exception:
+            self._unrecorded[job.id] = (job, exc, None)
+            raise
+
+    async def _run_job(self, job: Claimed) -> tuple[bool, Done | None]:
+        """Run one job; (True, what to record) when it succeeded (the caller records that), else
+        its failure is recorded here."""
         handler = self.handlers.get(job.kind)
         error: BaseException | None = None
+        result: Any = None
         if handler is None:
             error = GiveUp(f"no handler for job kind {job.kind!r}")
         else:
             try:
-                await handler(job.payload)
+                result = await handler(job.payload)
             except (RetryLater, GiveUp) as exc:
                 error = exc
             except asyncio.CancelledError:
@@ -269,19 +355,27 @@ class OutboxWorker:
                 log.exception("outbox job %s (%s) failed", job.id, job.kind)
                 error = exc
         if error is None:
-            return True
+            return True, result if isinstance(result, Done) else None
         log.warning("outbox job %s (%s) attempt %d: %s", job.id, job.kind, job.attempts, error)
         try:
             await finish(self.db, job, error)
         except Exception:
-            self._unrecorded[job.id] = (job, error)
+            self._unrecorded[job.id] = (job, error, None)
             raise
-        return False
+        return False, None
 
     async def _record_late(self) -> None:
         """Record the outcomes kept while the database was away; raises if it still is."""
-        for job_id, (job, error) in list(self._unrecorded.items()):
-            await finish(self.db, job, error)
+        for job_id, (job, error, record) in list(self._unrecorded.items()):
+            if error is None:
+                try:
+                    await finish_done(self.db, [job], {job.id: record} if record is not None else None)
+                except Exception as exc:  # noqa: BLE001 - a record refused: the job runs again
+                    if is_unavailable(exc):
+                        raise
+                    await finish(self.db, job, exc)
+            else:
+                await finish(self.db, job, error)
             self._unrecorded.pop(job_id, None)  # run_once may run twice at once (the API's sync)
 
     async def _run(self) -> None:

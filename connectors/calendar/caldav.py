@@ -30,6 +30,10 @@ from connectors.calendar.errors import CalendarAuthError, CalendarRejected
 _PLAIN_UID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 # Characters left unescaped in an href path (RFC 3986 pchar, less "%").
 _PATH_SAFE = "/-._~!$&'()*+,;=:@"
+# A last path segment that canonical_path leaves as it is and that resolves to itself: only
+# unescaped pchar characters, no "%", no "/", no ";" (urljoin reads what follows as parameters),
+# and not "." or "..".
+_PLAIN_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9\-._~!$&'()*+,=:@]+")
 # A server that truncates sync replies over and over is misbehaving; stop and list fully instead.
 _MAX_SYNC_PAGES = 50
 # Hrefs per calendar-multiget REPORT: one request for any ordinary change set, bounded bodies for
@@ -180,8 +184,8 @@ class CaldavConnector:
     async def changes(self, calendar_url: str, sync_token: str | None,
                       known: Mapping[str, str | None] | None = None) -> Changes:
         """Changes since `sync_token`, falling back to a full listing; see CalendarConnector.changes."""
-        url, _ = self._collection(calendar_url)
-        known = {self._resolve(calendar_url, h)[1]: e for h, e in (known or {}).items()}
+        url, path = self._collection(calendar_url)
+        known = self._canonical_known(calendar_url, path, known or {})
         full = False
         try:
             if sync_token is None:
@@ -199,6 +203,19 @@ class CaldavConnector:
         fetched = {o.href for o in changed}
         deleted |= {h for h in wanted if h not in fetched and (h in known or not full)}
         return Changes(listing.sync_token, changed, sorted(deleted), full)
+
+    def _canonical_known(self, calendar_url: str, path: str, known: Mapping[str, str | None]) -> dict[str, str | None]:
+        """`known` keyed by canonical href. The hrefs the service stores are canonical already (the
+        connector gave them out): a plain name right in the collection is kept as it is, and only
+        other hrefs go through `_resolve`, which would give back the same string for those."""
+        out: dict[str, str | None] = {}
+        start = len(path)
+        for href, etag in known.items():
+            if href.startswith(path) and _PLAIN_NAME.fullmatch(href, start):
+                out[href] = etag
+            else:
+                out[self._resolve(calendar_url, href)[1]] = etag
+        return out
 
     async def _full_listing(self, url: str) -> _Listing:
         """Every object with its ETag: by sync-collection from no token, else by PROPFIND."""

@@ -1,6 +1,8 @@
 """Reading one calendar object back, whoever wrote it (re-exported by `service.calendar.ical`)."""
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
@@ -12,6 +14,11 @@ from icalendar.cal.component import Component
 # while a server or another client drops unknown X- properties, or the reverse.
 MARKER = "X-FORUMBRIDGE"
 OUR_UID_SUFFIX = "@forumbridge"
+
+
+# A VTIMEZONE block, and its TZID line when it is not folded.
+_VTIMEZONE = re.compile(rb"^BEGIN:VTIMEZONE\r?\n.*?^END:VTIMEZONE\r?\n", re.S | re.M | re.I)
+_TZID = re.compile(rb"^TZID:([^\r\n]*)\r?\n(?![ \t])", re.M | re.I)
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,33 @@ def parse_event(data: bytes, default_zone: str = "Europe/Stockholm") -> ParsedEv
     """
     try:
         zone = ZoneInfo(default_zone)
-        component = Calendar.from_ical(data)
+        component = Calendar.from_ical(_without_known_zones(data))
         return _parse(component, zone)
     except Exception:  # noqa: BLE001 - anything a foreign client wrote may be broken in any way
         return None
+
+
+def _without_known_zones(data: bytes) -> bytes:
+    """`data` without the VTIMEZONE blocks of zones in the tz database.
+
+    For a TZID that names such a zone, icalendar takes the zone from the tz database whether or
+    not the object defines it, so those blocks change nothing but the time to parse them (more
+    than half of it for one of our events). Blocks of other zones stay.
+    """
+    def block(match: re.Match[bytes]) -> bytes:
+        tzid = _TZID.search(match.group(0))
+        return b"" if tzid is not None and _tz_database_has(tzid.group(1).strip()) else match.group(0)
+
+    return _VTIMEZONE.sub(block, data) if b"VTIMEZONE" in data.upper() else data
+
+
+@functools.lru_cache(maxsize=256)
+def _tz_database_has(name: bytes) -> bool:
+    try:
+        ZoneInfo(name.decode("ascii"))
+        return True
+    except (ValueError, LookupError, OSError):
+        return False
 
 
 def _parse(component: Component, zone: tzinfo) -> ParsedEvent | None:

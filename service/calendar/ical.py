@@ -204,29 +204,10 @@ def _rooms_location(rooms: tuple[EventRoom, ...]) -> str:
 
 @lru_cache(maxsize=64)
 def _vtimezone_bytes(zone: str, first_year: int, last_year: int) -> bytes:
-    # from_tzinfo walks the zone's transitions; cache the text and parse a
-    # fresh component per calendar so no caller can mutate a shared one.
+    # from_tzinfo walks the zone's transitions: once per zone and span of years.
     return Timezone.from_tzinfo(
         ZoneInfo(zone), tzid=zone, first_date=date(first_year, 1, 1), last_date=date(last_year, 1, 1)
     ).to_ical()
-
-
-def _vtimezone(zone: str, instants: list[datetime]) -> Timezone:
-    # One year of margin on each side: covers the event's dates, and clients
-    # that look at the zone around them, with a handful of transitions.
-    years = [instant.astimezone(ZoneInfo(zone)).year for instant in instants]
-    return Timezone.from_ical(_vtimezone_bytes(zone, min(years) - 1, max(years) + 2))
-
-
-def _add_timezones(calendar: Calendar, events: list[Event]) -> None:
-    # Ask icalendar which TZIDs it wrote (UTC needs none) and add exactly those.
-    for zone in sorted(calendar.get_missing_tzids()):
-        instants = [
-            instant for event in events if event.timezone == zone for instant in (event.starts_at, event.ends_at)
-        ]
-        calendar.add_component(_vtimezone(zone, instants))
-    # VTIMEZONEs first: some parsers want a zone defined before it is used.
-    calendar.subcomponents.sort(key=lambda component: component.name != "VTIMEZONE")
 
 
 # -- rendering ----------------------------------------------------------------------
@@ -368,9 +349,35 @@ def _shared_vevent(event: Event) -> VEvent:
     )
 
 
+@lru_cache(maxsize=64)
+def _vtimezone_text(zone: str, first_year: int, last_year: int) -> bytes:
+    """The VTIMEZONE as `to_ical` writes the component parsed from `_vtimezone_bytes`."""
+    return Timezone.from_ical(_vtimezone_bytes(zone, first_year, last_year)).to_ical()
+
+
 def _to_bytes(calendar: Calendar, events: list[Event]) -> bytes:
-    _add_timezones(calendar, events)
-    return calendar.to_ical()
+    """The calendar with a VTIMEZONE for each TZID it uses (UTC needs none), before its other
+    components (some parsers want a zone defined before it is used).
+
+    Each zone covers the events' years with one year of margin on each side: their dates, and
+    clients that look at the zone around them, with a handful of transitions. Its text is made
+    once per process and spliced in: the same bytes as adding it as a component, without
+    parsing and writing it again for every object.
+    """
+    zones = sorted(calendar.get_missing_tzids())
+    text = calendar.to_ical()
+    if not zones:
+        return text
+    blocks = []
+    for zone in zones:
+        years = [instant.astimezone(ZoneInfo(zone)).year
+                 for event in events if event.timezone == zone for instant in (event.starts_at, event.ends_at)]
+        blocks.append(_vtimezone_text(zone, min(years) - 1, max(years) + 2))
+    # After the calendar's own properties: the first line that begins a component.
+    at = text.find(b"\r\nBEGIN:", len(b"BEGIN:VCALENDAR")) + 2
+    if at == 1:
+        at = text.rindex(b"END:VCALENDAR")
+    return text[:at] + b"".join(blocks) + text[at:]
 
 
 def render_shared(event: Event) -> bytes:

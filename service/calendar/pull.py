@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import api
@@ -25,16 +27,18 @@ from service.calendar.plan import enqueue_push
 from service.db import models as m
 from service.errors import DomainError, RoomConflict
 from service.timeutil import now
-from service.usecases.base import Actor, UnitOfWork
-from service.usecases.meetings import Meetings
+from service.usecases.base import UnitOfWork
+from service.usecases.meetings import EXCLUSION_VIOLATION, RETRYABLE, Meetings, _sqlstate
 
 log = logging.getLogger("forumbridge.calendar")
 RSVP = {"ACCEPTED": "accepted", "DECLINED": "declined", "TENTATIVE": "tentative", "NEEDS-ACTION": "needs-action"}
+# Tries of one move when PostgreSQL reports a lost race (exclusion violation, serialization failure).
+MOVE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
 class Move:
-    """A client's move of our event, applied after the sync's own transaction."""
+    """A client's move of our event, applied (or refused) by `PullRules.apply_moves`."""
 
     meeting_id: uuid.UUID
     calendar_url: str
@@ -51,52 +55,179 @@ class Seen:
     event: ParsedEvent | None
 
 
+@dataclass
+class Known:
+    """What the database holds about a set of seen objects, read in a few queries for all of them."""
+
+    by_href: dict[str, m.CalendarObject] = field(default_factory=dict)
+    by_uid: dict[str, m.CalendarObject] = field(default_factory=dict)
+    meetings: dict[uuid.UUID, m.Meeting] = field(default_factory=dict)
+    invitations: dict[uuid.UUID, list[tuple[m.Invitation, m.Person]]] = field(default_factory=dict)
+    blocks: dict[str, m.RoomBooking] = field(default_factory=dict)
+
+
 class PullRules:
     def __init__(self, meetings: Meetings, policy: str) -> None:
         self.meetings = meetings
         self.policy = policy
 
-    async def changed(self, uow: UnitOfWork, cal: m.Calendar, seen: Seen) -> Move | None:
-        s = uow.session
-        obj = await s.scalar(select(m.CalendarObject).where(
-            m.CalendarObject.calendar_id == cal.id, m.CalendarObject.href == seen.href))
+    async def pulled(self, uow: UnitOfWork, cal: m.Calendar, seen: Sequence[Seen], deleted: Sequence[str]) -> list[str]:
+        """Apply one sync's change set in the caller's transaction: the objects changed, those
+        deleted, then the clients' moves. Returns the booking outcomes ("made", "refused") for
+        the caller to count once it has committed."""
+        known = await self.preload(uow, cal, seen, deleted)
+        moves = [move for obj in seen if (move := await self.changed(uow, cal, obj, known)) is not None]
+        for href in deleted:
+            await self.deleted(uow, cal, href, known)
+        return await self.apply_moves(uow, cal, moves)
+
+    async def preload(self, uow: UnitOfWork, cal: m.Calendar, seen: Sequence[Seen], deleted: Sequence[str] = ()) -> Known:
+        """Our objects, their meetings, the invitations that PARTSTATs may change and the busy blocks
+        that the seen and deleted hrefs concern: a query each, whatever the number of objects."""
+        s, known = uow.session, Known()
+        hrefs = list(dict.fromkeys([o.href for o in seen] + list(deleted)))
+        uids = list({o.event.uid for o in seen if o.event is not None})
+        if not hrefs:
+            return known
+        where = m.CalendarObject.href.in_(hrefs)
+        if uids:
+            where = or_(where, m.CalendarObject.uid.in_(uids))
+        for obj in await s.scalars(select(m.CalendarObject).where(m.CalendarObject.calendar_id == cal.id, where)):
+            known.by_href[obj.href] = obj
+            known.by_uid.setdefault(obj.uid, obj)
+        ids = {o.meeting_id for o in known.by_href.values() if o.meeting_id is not None}
+        if ids:
+            known.meetings = {mt.id: mt for mt in await s.scalars(select(m.Meeting).where(m.Meeting.id.in_(ids)))}
+            with_attendees = {known.by_href[o.href].meeting_id for o in seen
+                              if o.href in known.by_href and o.event is not None and o.event.attendees}
+            with_attendees |= {obj.meeting_id for o in seen if o.href not in known.by_href and o.event is not None
+                               and o.event.attendees and (obj := known.by_uid.get(o.event.uid)) is not None}
+            with_attendees.discard(None)
+            if with_attendees:
+                rows = (await s.execute(
+                    select(m.Invitation, m.Person).join(m.Person, m.Person.id == m.Invitation.person_id)
+                    .where(m.Invitation.meeting_id.in_(with_attendees)))).all()
+                for inv, person in rows:
+                    known.invitations.setdefault(inv.meeting_id, []).append((inv, person))
+        if cal.purpose == "room":
+            known.blocks = {b.external_href: b for b in await s.scalars(select(m.RoomBooking).where(
+                m.RoomBooking.calendar_id == cal.id, m.RoomBooking.external_href.in_(hrefs)))}
+        return known
+
+    async def changed(self, uow: UnitOfWork, cal: m.Calendar, seen: Seen, known: Known | None = None) -> Move | None:
+        """One object as seen in the calendar; a client's move of our event is returned for `apply_moves`."""
+        if known is None:
+            known = await self.preload(uow, cal, [seen])
+        obj = known.by_href.get(seen.href)
         if obj is None and seen.event is not None:
-            obj = await s.scalar(select(m.CalendarObject).where(
-                m.CalendarObject.calendar_id == cal.id, m.CalendarObject.uid == seen.event.uid))
+            obj = known.by_uid.get(seen.event.uid)
         if obj is not None:
             if obj.etag is not None and obj.etag == seen.etag:
                 return None  # our own write
-            return await self._ours_changed(uow, cal, obj, seen)
+            return await self._ours_changed(uow, cal, obj, seen, known)
         if seen.event is not None and seen.event.ours:
             return None  # one of ours that this calendar should not hold: the next push removes it
         if cal.purpose == "room":
-            await self._busy_block(uow, cal, seen)
+            await self._busy_block(uow, cal, seen, known)
         return None
 
-    async def deleted(self, uow: UnitOfWork, cal: m.Calendar, href: str) -> None:
+    async def deleted(self, uow: UnitOfWork, cal: m.Calendar, href: str, known: Known | None = None) -> None:
         s = uow.session
-        obj = await s.scalar(select(m.CalendarObject).where(
-            m.CalendarObject.calendar_id == cal.id, m.CalendarObject.href == href))
+        if known is None:
+            known = await self.preload(uow, cal, [], [href])
+        obj = known.by_href.pop(href, None)
         if obj is not None:
-            meeting = await s.get(m.Meeting, obj.meeting_id) if obj.meeting_id else None
+            meeting = known.meetings.get(obj.meeting_id) if obj.meeting_id else None
             await s.delete(obj)
+            if known.by_uid.get(obj.uid) is obj:
+                del known.by_uid[obj.uid]
             if meeting is not None:
                 # The push decides whether the copy belongs there; if it does, it comes back.
                 await enqueue_push(s, meeting.id, cal.url)
                 uow.audit("calendar_delete_seen", "meeting", meeting.id, {"calendar": cal.url, "href": href})
             return
-        block = await s.scalar(select(m.RoomBooking).where(
-            m.RoomBooking.calendar_id == cal.id, m.RoomBooking.external_href == href))
+        block = known.blocks.pop(href, None)
         if block is not None:
             await self._resolve(s, block)
             await s.delete(block)
             uow.audit("busy_block_removed", "room", block.room_id, {"calendar": cal.url, "uid": block.external_uid})
 
+    async def apply_moves(self, uow: UnitOfWork, cal: m.Calendar, moves: Sequence[Move]) -> list[str]:
+        """Clients moved our events: reschedule each with the booking rules, or write ours back.
+
+        All in the caller's transaction: first all at once in one savepoint; if the rules refuse
+        one, each in a savepoint of its own, so that a move the rules refuse (its room is taken,
+        say) leaves no trace but its conflict record, its audit entry and the job that writes our
+        version back, while the others are applied. Returns the booking outcomes.
+        """
+        if self.policy == "apply" and len(moves) > 1 and await self._all_moves(uow, moves):
+            return ["made"] * len(moves)
+        outcomes: list[str] = []
+        for move in moves:
+            applied, reason, kind = await self._try_move(uow, move)
+            if applied:
+                outcomes.append("made")
+                continue
+            if kind == "client_move_refused":
+                outcomes.append("refused")
+            start, end = move.starts_at, move.ends_at
+            if kind is not None:
+                uow.session.add(m.Conflict(
+                    meeting_id=move.meeting_id, calendar_id=cal.id, kind=kind,
+                    detail=f"a calendar client moved the meeting to {start.isoformat()}–{end.isoformat()}; "
+                           f"refused: {reason}"))
+            await enqueue_push(uow.session, move.meeting_id, cal.url)
+            uow.audit("calendar_move_reverted", "meeting", move.meeting_id,
+                      {"calendar": cal.url, "starts_at": start, "ends_at": end, "reason": reason})
+        return outcomes
+
+    async def _all_moves(self, uow: UnitOfWork, moves: Sequence[Move]) -> bool:
+        """Apply every move in one savepoint; False (and none applied) when the rules refuse one or
+        a race is lost, and then each is tried on its own. Usually all are applied: two statements
+        for the lot instead of two for each."""
+        try:
+            async with uow.session.begin_nested():
+                for move in moves:
+                    patch = api.MeetingPatch(starts_at=move.starts_at, ends_at=move.ends_at)
+                    await self.meetings.update_in(uow, move.meeting_id, patch)
+            return True
+        except (DomainError, ValueError):
+            return False
+        except DBAPIError as exc:
+            if _sqlstate(exc) != EXCLUSION_VIOLATION and _sqlstate(exc) not in RETRYABLE:
+                raise
+            return False
+
+    async def _try_move(self, uow: UnitOfWork, move: Move) -> tuple[bool, str | None, str | None]:
+        """(applied, why not, conflict kind or None) for one move, in a savepoint."""
+        if self.policy != "apply":
+            return False, "the policy is to revert changes made in calendar clients", None
+        for attempt in range(MOVE_ATTEMPTS):
+            try:
+                patch = api.MeetingPatch(starts_at=move.starts_at, ends_at=move.ends_at)
+                async with uow.session.begin_nested():
+                    await self.meetings.update_in(uow, move.meeting_id, patch)
+                return True, None, None
+            except RoomConflict as exc:
+                return False, exc.detail, "client_move_refused"
+            except DomainError as exc:
+                return False, exc.detail, "client_move_invalid"
+            except ValueError as exc:  # e.g. a time outside what the API accepts
+                return False, str(exc).splitlines()[0], "client_move_invalid"
+            except DBAPIError as exc:
+                # PostgreSQL: another transaction booked the room meanwhile (the exclusion constraint)
+                # or a serialization failure; the savepoint is gone, the next try sees the winner.
+                state = _sqlstate(exc)
+                if (state != EXCLUSION_VIOLATION and state not in RETRYABLE) or attempt == MOVE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     # -- our events ----------------------------------------------------------------
-    async def _ours_changed(self, uow: UnitOfWork, cal: m.Calendar, obj: m.CalendarObject, seen: Seen) -> Move | None:
+    async def _ours_changed(self, uow: UnitOfWork, cal: m.Calendar, obj: m.CalendarObject, seen: Seen,
+                            known: Known) -> Move | None:
         s = uow.session
         obj.etag = seen.etag  # seen: the next push overwrites it rather than failing on a stale ETag
-        meeting = await s.get(m.Meeting, obj.meeting_id) if obj.meeting_id else None
+        meeting = known.meetings.get(obj.meeting_id) if obj.meeting_id else None
         if meeting is None:
             return None
         ev = seen.event
@@ -104,7 +235,7 @@ class PullRules:
             await enqueue_push(s, meeting.id, cal.url)
             uow.audit("calendar_garbage_reverted", "meeting", meeting.id, {"calendar": cal.url})
             return None
-        await self._partstats(uow, meeting, ev)
+        self._partstats(uow, known.invitations.get(meeting.id, ()), ev)
         if meeting.status == "cancelled":
             if ev.status != "CANCELLED":
                 await enqueue_push(s, meeting.id, cal.url)
@@ -117,58 +248,28 @@ class PullRules:
             return Move(meeting.id, cal.url, ev.starts_at, ev.ends_at)
         return None
 
-    async def _partstats(self, uow: UnitOfWork, meeting: m.Meeting, ev: ParsedEvent) -> None:
+    @staticmethod
+    def _partstats(uow: UnitOfWork, invitations: Sequence[tuple[m.Invitation, m.Person]], ev: ParsedEvent) -> None:
         if not ev.attendees:
             return
-        rows = (await uow.session.execute(
-            select(m.Invitation, m.Person).join(m.Person, m.Person.id == m.Invitation.person_id)
-            .where(m.Invitation.meeting_id == meeting.id))).all()
-        for inv, person in rows:
+        for inv, person in invitations:
             partstat = ev.attendees.get(person.email_key)
             rsvp = RSVP.get((partstat or "").upper())
             if rsvp and rsvp != inv.rsvp:
                 uow.audit("rsvp_from_calendar", "invitation", inv.id, {"from": inv.rsvp, "to": rsvp})
                 inv.rsvp = rsvp
 
-    async def apply_move(self, move: Move) -> None:
-        """A client moved our event: reschedule with the booking rules, or write ours back."""
-        meeting_id, url, start, end = move.meeting_id, move.calendar_url, move.starts_at, move.ends_at
-        actor = Actor(f"calendar:{url}", frozenset({"secretariat"}))
-        if self.policy == "apply":
-            try:
-                await self.meetings.update(actor, meeting_id, api.MeetingPatch(starts_at=start, ends_at=end))
-                return
-            except RoomConflict as exc:
-                reason, kind = exc.detail, "client_move_refused"
-            except DomainError as exc:
-                reason, kind = exc.detail, "client_move_invalid"
-            except ValueError as exc:  # e.g. a time outside what the API accepts
-                reason, kind = str(exc).splitlines()[0], "client_move_invalid"
-        else:
-            reason, kind = "the policy is to revert changes made in calendar clients", None
-        async with UnitOfWork(self.meetings.db, actor, write=True) as uow:
-            s = uow.session
-            if kind is not None:
-                cal = await s.scalar(select(m.Calendar).where(m.Calendar.url == url))
-                s.add(m.Conflict(meeting_id=meeting_id, calendar_id=cal.id if cal else None, kind=kind,
-                                 detail=f"a calendar client moved the meeting to {start.isoformat()}–{end.isoformat()}; "
-                                        f"refused: {reason}"))
-            await enqueue_push(s, meeting_id, url)
-            uow.audit("calendar_move_reverted", "meeting", meeting_id,
-                      {"calendar": url, "starts_at": start, "ends_at": end, "reason": reason})
-            await uow.commit()
-
     # -- other people's events in room calendars ------------------------------------
-    async def _busy_block(self, uow: UnitOfWork, cal: m.Calendar, seen: Seen) -> None:
+    async def _busy_block(self, uow: UnitOfWork, cal: m.Calendar, seen: Seen, known: Known) -> None:
         s = uow.session
-        block = await s.scalar(select(m.RoomBooking).where(
-            m.RoomBooking.calendar_id == cal.id, m.RoomBooking.external_href == seen.href))
+        block = known.blocks.get(seen.href)
         ev = seen.event
         blocking = ev is not None and ev.status != "CANCELLED" and ev.transp != "TRANSPARENT"
         if not blocking:
             if block is not None:
                 await self._resolve(s, block)
                 await s.delete(block)
+                known.blocks.pop(seen.href, None)
                 uow.audit("busy_block_removed", "room", cal.owner_id, {"calendar": cal.url, "href": seen.href})
             return
         assert ev is not None
@@ -176,6 +277,7 @@ class PullRules:
             block = m.RoomBooking(room_id=cal.owner_id, source="calendar", calendar_id=cal.id, active=True,
                                   external_href=seen.href, external_etag=seen.etag)
             s.add(block)
+            known.blocks[seen.href] = block
             action = "busy_block_added"
         elif (block.starts_at, block.ends_at) == (ev.starts_at, ev.ends_at):
             block.external_etag = seen.etag

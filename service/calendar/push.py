@@ -1,13 +1,15 @@
 """The calendar push job: make one calendar's copy of one meeting match the database."""
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, delete, null, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from connectors.calendar import (
@@ -24,7 +26,7 @@ from service.calendar.pull import PullRules, Seen
 from service.calendar.snapshot import belongs, build_event
 from service.db import models as m
 from service.db.engine import Database
-from service.outbox import GiveUp, RetryLater
+from service.outbox import Done, GiveUp, RetryLater
 from service.settings import Settings
 from service.usecases.base import Actor, UnitOfWork
 
@@ -41,12 +43,17 @@ class CalendarPusher:
         self.settings = settings
         self.rules = rules
 
-    async def __call__(self, payload: dict[str, Any]) -> None:
+    async def __call__(self, payload: dict[str, Any]) -> Done | None:
+        """Converge one object; what the server answered (href, ETag) is recorded by the outbox in
+        the transaction that marks the job done. A crash between the server's answer and that
+        commit leaves the job to run again: its create then finds the object (412) and adopts it,
+        its update finds a changed ETag and reconciles, its delete finds nothing (404)."""
         meeting_id, url = uuid.UUID(payload["meeting_id"]), payload["calendar_url"]
         try:
             for _ in range(ATTEMPTS):
-                if await self._converge(meeting_id, url):
-                    return
+                converged, record = await self._converge(meeting_id, url)
+                if converged:
+                    return record
             raise RetryLater("the object kept changing under us; trying again later")
         except CalendarUnavailable as exc:
             raise RetryLater(f"calendar server unavailable: {exc}") from exc
@@ -56,23 +63,27 @@ class CalendarPusher:
         except CalendarRejected as exc:
             raise GiveUp(f"calendar server refused the request: {exc}") from exc
 
-    async def _converge(self, meeting_id: uuid.UUID, url: str) -> bool:
-        """One attempt; False when a precondition failed and the state was reconciled (try again)."""
+    async def _converge(self, meeting_id: uuid.UUID, url: str) -> tuple[bool, Done | None]:
+        """One attempt: (True, what to record) when done, (False, None) when a precondition failed and
+        the state was reconciled (try again)."""
         async with self.db.session(write=False) as s:
             # The meeting with its sessions and conference in one query (not three, as `get` would).
             meeting = (await s.execute(
                 select(m.Meeting).where(m.Meeting.id == meeting_id)
                 .options(joinedload(m.Meeting.sessions), joinedload(m.Meeting.conference)))).unique().scalar_one_or_none()
             uid = meeting.uid if meeting else f"{meeting_id}@forumbridge"
-            # The calendar and our object in it, in one query.
+            # The calendar, our object in it and the meeting's forum calendar, in one query.
+            forum_url = select(m.Forum.calendar_url).where(m.Forum.id == meeting.forum_id).scalar_subquery() \
+                if meeting else null()
             found = (await s.execute(
-                select(m.Calendar, m.CalendarObject).where(m.Calendar.url == url)
+                select(m.Calendar, m.CalendarObject, forum_url).where(m.Calendar.url == url)
                 .outerjoin(m.CalendarObject, and_(m.CalendarObject.calendar_id == m.Calendar.id,
                                                   m.CalendarObject.uid == uid)))).first()
             if found is None:
-                return True
-            cal, obj = found
-            wanted = await belongs(s, meeting, url)
+                return True, None
+            cal, obj, in_forum = found
+            # A forum's calendar holds all its meetings; for any other, ask the rules.
+            wanted = meeting is not None and (in_forum == url or await belongs(s, meeting, url))
             data = render_shared(await build_event(s, meeting, self.settings)) if wanted and meeting else None
             known = (obj.href, obj.etag) if obj else None
             sequence = meeting.sequence if meeting else 0
@@ -80,28 +91,27 @@ class CalendarPusher:
             # Also without a record: a create whose answer was lost (server killed after storing
             # it) left an object we never recorded. Its name follows from the UID; 404 is done.
             await self.connector.delete(url, known[0] if known else self.connector.object_href(url, uid), None)
-            if known is not None:
-                await self._forget(cal.id, uid)
-            return True
+            if known is None:
+                return True, None
+            return True, Done(functools.partial(self._forget, cal.id, uid))
         try:
             href, etag = await self.connector.put(url, uid, data, known[1] if known else None)
         except CalendarPreconditionFailed:
             await self._reconcile(cal.id, url, known[0] if known else self.connector.object_href(url, uid), uid)
-            return False
+            return False, None
         except CalendarUidConflict as exc:
             raise GiveUp(f"another object in {url} holds the UID {uid}: {exc}") from exc
         if etag is None:
             # The server changed what we sent (RFC 4791 says it then sends no ETag): read its version.
             stored = await self.connector.get(url, href)
             etag = stored.etag if stored else None
-        await self._record(cal.id, meeting_id, uid, href, etag, sequence)
-        return True
+        return True, Done(functools.partial(self._record, cal.id, meeting_id, uid, href, etag, sequence))
 
     async def _reconcile(self, calendar_id: uuid.UUID, url: str, href: str, uid: str) -> None:
         """412: someone changed or created the object; apply the pull rules to what is there now."""
         remote: RemoteObject | None = await self.connector.get(url, href)
         actor = Actor(f"calendar:{url}", frozenset({"secretariat"}))
-        move = None
+        outcomes: list[str] = []
         async with UnitOfWork(self.db, actor, write=True) as uow:
             cal = await uow.session.get(m.Calendar, calendar_id)
             if cal is None:
@@ -119,33 +129,31 @@ class CalendarPusher:
                                                  uid=uid, href=remote.href, etag=remote.etag))
             else:
                 move = await self.rules.changed(uow, cal, Seen(remote.href, remote.etag, parse_event(remote.data)))
+                if move is not None:
+                    outcomes = await self.rules.apply_moves(uow, cal, [move])
             await uow.commit()
-        if move is not None:
-            await self.rules.apply_move(move)
+        for outcome in outcomes:
+            self.rules.meetings.on_booking(outcome)
 
     async def _record(self, calendar_id: uuid.UUID, meeting_id: uuid.UUID, uid: str, href: str,
-                      etag: str | None, sequence: int) -> None:
-        """Store the object's href, ETag and SEQUENCE: one upsert on (calendar, UID).
+                      etag: str | None, sequence: int, session: AsyncSession) -> None:
+        """Store the object's href, ETag and SEQUENCE in `session`: one upsert on (calendar, UID).
 
         A new row links the meeting only while it still exists; an existing row keeps its link.
         """
-        async with UnitOfWork(self.db, Actor("calendar-push"), write=True) as uow:
-            insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
-            still_there = select(m.Meeting.id).where(m.Meeting.id == meeting_id).scalar_subquery()
-            stmt = insert(m.CalendarObject).values(
-                id=uuid.uuid4(), calendar_id=calendar_id, meeting_id=still_there, uid=uid, href=href, etag=etag,
-                sequence=sequence,
-            )
-            await uow.session.execute(stmt.on_conflict_do_update(
-                index_elements=["calendar_id", "uid"],
-                set_={"href": stmt.excluded.href, "etag": stmt.excluded.etag, "sequence": stmt.excluded.sequence},
-            ))
-            await uow.commit()
+        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+        still_there = select(m.Meeting.id).where(m.Meeting.id == meeting_id).scalar_subquery()
+        stmt = insert(m.CalendarObject).values(
+            id=uuid.uuid4(), calendar_id=calendar_id, meeting_id=still_there, uid=uid, href=href, etag=etag,
+            sequence=sequence,
+        )
+        await session.execute(stmt.on_conflict_do_update(
+            index_elements=["calendar_id", "uid"],
+            set_={"href": stmt.excluded.href, "etag": stmt.excluded.etag, "sequence": stmt.excluded.sequence},
+        ))
 
-    async def _forget(self, calendar_id: uuid.UUID, uid: str) -> None:
-        async with UnitOfWork(self.db, Actor("calendar-push"), write=True) as uow:
-            obj = await uow.session.scalar(select(m.CalendarObject).where(
-                m.CalendarObject.calendar_id == calendar_id, m.CalendarObject.uid == uid))
-            if obj is not None:
-                await uow.session.delete(obj)
-            await uow.commit()
+    @staticmethod
+    async def _forget(calendar_id: uuid.UUID, uid: str, session: AsyncSession) -> None:
+        """Drop the record of the object removed from the calendar, in `session`."""
+        await session.execute(delete(m.CalendarObject).where(
+            m.CalendarObject.calendar_id == calendar_id, m.CalendarObject.uid == uid))

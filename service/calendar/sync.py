@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from connectors.calendar import CalendarConnector, CalendarError
 from schemas import api
 from service.calendar.ical import parse_event
-from service.calendar.pull import Move, PullRules, Seen
+from service.calendar.pull import PullRules, Seen
 from service.db import models as m
 from service.db.engine import Database
 from service.timeutil import now
@@ -53,37 +53,36 @@ class CalendarSync:
             if not mine:
                 return 0, 0  # another replica syncs it right now
             async with self.db.session(write=False) as s:
-                cal = await s.get(m.Calendar, calendar_id)
-                if cal is None:
+                found = (await s.execute(select(m.Calendar.url, m.Calendar.sync_token)
+                                         .where(m.Calendar.id == calendar_id))).first()
+                if found is None:
                     return 0, 0
-                url, token = cal.url, cal.sync_token
-                known = {o.href: o.etag for o in await s.scalars(
-                    select(m.CalendarObject).where(m.CalendarObject.calendar_id == calendar_id))}
-                known.update({b.external_href: b.external_etag for b in await s.scalars(
-                    select(m.RoomBooking).where(m.RoomBooking.calendar_id == calendar_id,
-                                                m.RoomBooking.external_href.is_not(None)))})
+                url, token = found
+                # href and ETag only: every object of the calendar is listed here, each sync.
+                known = dict((await s.execute(select(m.CalendarObject.href, m.CalendarObject.etag)
+                                              .where(m.CalendarObject.calendar_id == calendar_id))).all())
+                known.update((await s.execute(
+                    select(m.RoomBooking.external_href, m.RoomBooking.external_etag)
+                    .where(m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.external_href.is_not(None)))).all())
             try:
                 changes = await self.connector.changes(url, token, known)
             except CalendarError as exc:
                 await self._record_error(calendar_id, exc)
                 raise
-            moves: list[Move] = []
+            seen = [Seen(obj.href, obj.etag, parse_event(obj.data, self.default_zone)) for obj in changes.changed]
+            # One transaction for the whole change set, moves included (each in a savepoint): either
+            # all of it is recorded with the new token, or none of it and the next sync sees it again.
             async with UnitOfWork(self.db, Actor(f"calendar:{url}", frozenset({"secretariat"})), write=True) as uow:
                 cal = await uow.session.get(m.Calendar, calendar_id)
                 if cal is None:
                     return 0, 0
-                for obj in changes.changed:
-                    move = await self.rules.changed(uow, cal, Seen(obj.href, obj.etag, parse_event(obj.data, self.default_zone)))
-                    if move is not None:
-                        moves.append(move)
-                for href in changes.deleted:
-                    await self.rules.deleted(uow, cal, href)
+                outcomes = await self.rules.pulled(uow, cal, seen, changes.deleted)
                 cal.sync_token = changes.sync_token
                 cal.last_sync_at = now()
                 cal.last_error = None
                 await uow.commit()
-            for move in moves:
-                await self.rules.apply_move(move)
+            for outcome in outcomes:
+                self.rules.meetings.on_booking(outcome)
             return len(changes.changed), len(changes.deleted)
 
     async def _record_error(self, calendar_id: uuid.UUID, exc: Exception) -> None:

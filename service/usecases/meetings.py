@@ -185,71 +185,77 @@ class Meetings:
         given = patch.model_fields_set
 
         async def work(uow: UnitOfWork) -> api.MeetingOut:
-            s = uow.session
-            meeting = await self._load(uow, meeting_id)
-            if meeting.status == "cancelled":
-                raise Conflict("the meeting is cancelled; book a new one instead")
-            before_rooms, before_forum = list(meeting.room_ids), meeting.forum_id
-            changed: dict[str, Any] = {}
-            for name in ("title", "description"):
-                if name in given and getattr(patch, name) != getattr(meeting, name):
-                    if name == "title" and patch.title is None:
-                        raise Invalid("title", "may not be null")
-                    changed[name] = getattr(patch, name)
-            if "forum_id" in given and patch.forum_id != meeting.forum_id:
-                if patch.forum_id is None or await s.get(m.Forum, patch.forum_id) is None:
-                    raise Invalid("forum_id", f"no forum with id {patch.forum_id}")
-                changed["forum_id"] = patch.forum_id
-            zone = patch.timezone if "timezone" in given and patch.timezone else meeting.timezone
-            old = Span(meeting.starts_at, meeting.ends_at)
-            new = _span(
-                patch.starts_at if patch.starts_at is not None else old.start,
-                patch.ends_at if patch.ends_at is not None else old.end,
-                zone,
-            )
-            if new.end - new.start > MAX_MEETING:
-                raise Invalid("ends_at", "a meeting may last at most 31 days")
-            room_ids = [str(r) for r in patch.room_ids] if patch.room_ids is not None else list(meeting.room_ids)
-            rooms = await self._rooms(uow, [uuid.UUID(r) for r in room_ids])
-            moved = new != old
-            if zone != meeting.timezone:
-                changed["timezone"] = zone
-            if moved:
-                changed.update(starts_at=new.start, ends_at=new.end)
-            if room_ids != meeting.room_ids:
-                changed["room_ids"] = room_ids
-            if patch.sessions is not None:
-                sessions = self._sessions(patch.sessions, zone, new)
-                changed["sessions"] = len(sessions)
-            elif moved:
-                sessions = None
-                self._carry_sessions(meeting, old, new)
-            if "conference" in given:
-                self._set_conference(meeting, patch.conference, changed)
-            if not changed:
-                return views.meeting(meeting)
-            if moved or "room_ids" in changed:
-                await ensure_free(s, rooms, new.start, new.end, meeting.id)
-                await s.execute(
-                    delete(m.RoomBooking).where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
-                )
-                await s.flush()
-                self._book(uow, meeting, rooms, new)
-            for name in ("title", "description", "forum_id", "timezone", "room_ids"):
-                if name in changed:
-                    setattr(meeting, name, changed[name])
-            meeting.starts_at, meeting.ends_at = new.start, new.end
-            if patch.sessions is not None:
-                await self._replace_sessions(uow, meeting, sessions or [])
-            meeting.sequence += 1
-            meeting.updated_at = now()
-            await s.flush()
-            await self._changed(s, meeting, before_rooms, before_forum)
-            uow.audit("rescheduled" if moved else "updated", "meeting", meeting.id, changed)
+            out = await self.update_in(uow, meeting_id, patch)
             await uow.commit()
-            return views.meeting(meeting)
+            return out
 
         return await self._booking(actor, work, counts="room_ids" in given or "starts_at" in given or "ends_at" in given)
+
+    async def update_in(self, uow: UnitOfWork, meeting_id: uuid.UUID, patch: api.MeetingPatch) -> api.MeetingOut:
+        """`update`'s work in the caller's transaction, which the caller commits (or rolls back)."""
+        given = patch.model_fields_set
+        s = uow.session
+        meeting = await self._load(uow, meeting_id)
+        if meeting.status == "cancelled":
+            raise Conflict("the meeting is cancelled; book a new one instead")
+        before_rooms, before_forum = list(meeting.room_ids), meeting.forum_id
+        changed: dict[str, Any] = {}
+        for name in ("title", "description"):
+            if name in given and getattr(patch, name) != getattr(meeting, name):
+                if name == "title" and patch.title is None:
+                    raise Invalid("title", "may not be null")
+                changed[name] = getattr(patch, name)
+        if "forum_id" in given and patch.forum_id != meeting.forum_id:
+            if patch.forum_id is None or await s.get(m.Forum, patch.forum_id) is None:
+                raise Invalid("forum_id", f"no forum with id {patch.forum_id}")
+            changed["forum_id"] = patch.forum_id
+        zone = patch.timezone if "timezone" in given and patch.timezone else meeting.timezone
+        old = Span(meeting.starts_at, meeting.ends_at)
+        new = _span(
+            patch.starts_at if patch.starts_at is not None else old.start,
+            patch.ends_at if patch.ends_at is not None else old.end,
+            zone,
+        )
+        if new.end - new.start > MAX_MEETING:
+            raise Invalid("ends_at", "a meeting may last at most 31 days")
+        room_ids = [str(r) for r in patch.room_ids] if patch.room_ids is not None else list(meeting.room_ids)
+        rooms = await self._rooms(uow, [uuid.UUID(r) for r in room_ids])
+        moved = new != old
+        if zone != meeting.timezone:
+            changed["timezone"] = zone
+        if moved:
+            changed.update(starts_at=new.start, ends_at=new.end)
+        if room_ids != meeting.room_ids:
+            changed["room_ids"] = room_ids
+        if patch.sessions is not None:
+            sessions = self._sessions(patch.sessions, zone, new)
+            changed["sessions"] = len(sessions)
+        elif moved:
+            sessions = None
+            self._carry_sessions(meeting, old, new)
+        if "conference" in given:
+            self._set_conference(meeting, patch.conference, changed)
+        if not changed:
+            return views.meeting(meeting)
+        if moved or "room_ids" in changed:
+            await ensure_free(s, rooms, new.start, new.end, meeting.id)
+            await s.execute(
+                delete(m.RoomBooking).where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
+            )
+            await s.flush()
+            self._book(uow, meeting, rooms, new)
+        for name in ("title", "description", "forum_id", "timezone", "room_ids"):
+            if name in changed:
+                setattr(meeting, name, changed[name])
+        meeting.starts_at, meeting.ends_at = new.start, new.end
+        if patch.sessions is not None:
+            await self._replace_sessions(uow, meeting, sessions or [])
+        meeting.sequence += 1
+        meeting.updated_at = now()
+        await s.flush()
+        await self._changed(s, meeting, before_rooms, before_forum)
+        uow.audit("rescheduled" if moved else "updated", "meeting", meeting.id, changed)
+        return views.meeting(meeting)
 
     async def cancel(self, actor: Actor, meeting_id: uuid.UUID) -> api.MeetingOut:
         async with UnitOfWork(self.db, actor, write=True) as uow:

@@ -142,3 +142,19 @@ def test_a_calendar_url_that_cannot_be_parsed_is_rejected_not_a_crash(url):
     # Found by the API fuzz: "http://[" made urlsplit raise ValueError out of the connector (a 500 on sync).
     with pytest.raises(CalendarRejected):
         CaldavConnector().object_href(url, "uid-1@forumbridge")
+
+
+@given(st.lists(st.text(alphabet="abcXYZ019-._~!$&'()*+,;=:@% /äé?#", min_size=1, max_size=12), max_size=20))
+def test_known_hrefs_are_keyed_as_resolving_them_would_key_them(names):
+    """The sync's hrefs skip `_resolve` when they are plain names in the collection: same keys either way."""
+    connector = CaldavConnector()
+    calendar_url = "http://127.0.0.1:5232/forumbridge/kalender%20ett/"
+    _, path = connector._collection(calendar_url)
+    known = {}
+    for i, name in enumerate(names):
+        for href in (path + name, path + canonical_path(name), "/forumbridge/" + name):
+            known[href] = f'"{i}"'
+    slow = {}
+    for href, etag in known.items():
+        slow[connector._resolve(calendar_url, href)[1]] = etag
+    assert connector._canonical_known(calendar_url, path, known) == slow

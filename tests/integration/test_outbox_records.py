@@ -1,0 +1,87 @@
+"""The outbox records what a job learned (its `Done`) in the transaction that marks it done."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db import models as m
+from service.db.engine import create_database
+from service.outbox import Done, OutboxWorker, enqueue
+
+
+async def _jobs(db: Any, count: int) -> None:
+    async with db.session(write=True) as s:
+        async with s.begin():
+            for i in range(count):
+                await enqueue(s, "note", {"i": i}, f"note:{i}")
+
+
+async def test_each_job_is_done_together_with_its_record_and_a_refused_record_retries_only_its_job(database_url: str) -> None:
+    db = create_database(database_url)
+    forum_id = uuid.uuid4()
+    try:
+        async with db.session(write=True) as s:
+            async with s.begin():
+                s.add(m.Forum(id=forum_id, name="Forum", kind="officials"))
+        await _jobs(db, 6)
+        calls: list[int] = []
+
+        async def note(payload: dict[str, Any]) -> Done:
+            i = payload["i"]
+            calls.append(i)
+
+            async def record(session: AsyncSession) -> None:
+                if i == 3 and calls.count(3) == 1:
+                    raise IntegrityError("INSERT", {}, Exception("refused the first time"))
+                await session.execute(update(m.Forum).where(m.Forum.id == forum_id).values(name=m.Forum.name + f" {i}"))
+
+            return Done(record)
+
+        worker = OutboxWorker(db, {"note": note}, concurrency=3, batch=4)
+        assert await worker.run_once() == 6
+        async with db.session(write=False) as s:
+            rows = {r.payload["i"]: (r.status, r.attempts) for r in await s.scalars(select(m.OutboxJob))}
+            name = await s.scalar(select(m.Forum.name).where(m.Forum.id == forum_id))
+        # Job 3's record was refused: the job waits for another try, the others are done with theirs.
+        assert {i: st for i, (st, _) in rows.items()} == {0: "done", 1: "done", 2: "done", 3: "pending", 4: "done", 5: "done"}
+        assert sorted(int(w) for w in name.split()[1:]) == [0, 1, 2, 4, 5]
+        # Its next try records it.
+        async with db.session(write=True) as s:
+            async with s.begin():
+                await s.execute(text("UPDATE outbox_jobs SET next_attempt_at = created_at WHERE status = 'pending'"))
+        assert await worker.run_once() == 1
+        async with db.session(write=False) as s:
+            statuses = set(await s.scalars(select(m.OutboxJob.status)))
+            name = await s.scalar(select(m.Forum.name).where(m.Forum.id == forum_id))
+        assert statuses == {"done"} and sorted(int(w) for w in name.split()[1:]) == [0, 1, 2, 3, 4, 5]
+    finally:
+        await db.dispose()
+
+
+async def test_a_job_whose_lease_another_worker_took_is_neither_marked_nor_recorded(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 1)
+        recorded: list[int] = []
+
+        async def note(payload: dict[str, Any]) -> Done:
+            # Meanwhile the lease ran out and another worker claimed the job (a later attempt).
+            async with db.session(write=True) as s:
+                async with s.begin():
+                    await s.execute(text("UPDATE outbox_jobs SET attempts = attempts + 1"))
+
+            async def record(session: AsyncSession) -> None:
+                recorded.append(payload["i"])
+
+            return Done(record)
+
+        assert await OutboxWorker(db, {"note": note}).run_once() == 1
+        async with db.session(write=False) as s:
+            job = await s.scalar(select(m.OutboxJob))
+        assert job.status == "running" and recorded == []
+    finally:
+        await db.dispose()
