@@ -21,14 +21,20 @@ Jitsi rooms exist while someone is in them: create, update and end make no call.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
+import warnings
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import HMACAlgorithm
+from jwt.exceptions import InvalidKeyError
 
 from connectors.video.base import ConferenceInfo, MeetingInfo, Participant, PresenceEvent, WebhookRequest
 from connectors.video.common import bearer_matches, dedup_key, seconds, stable_name, utc_from_seconds
@@ -41,6 +47,41 @@ _OCCUPANT_EVENTS = {
     "/events/occupant/joined": ("joined", "muc-occupant-joined", "joined_at"),
     "/events/occupant/left": ("left", "muc-occupant-left", "left_at"),
 }
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # what PyJWT dumps claims with
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class HS256Signer:
+    """HS256 JWTs with the key prepared once: what ``jwt.encode(claims, secret, "HS256", headers)`` gives.
+
+    PyJWT checks and prepares the secret on every call (whether it looks like a PEM, DER, SSH or JWK
+    key, which must not be used as an HMAC secret); here that check runs once, through PyJWT's own
+    `HMACAlgorithm.prepare_key`, and each token costs one JSON dump and one HMAC from a keyed state.
+    The header and the claims are serialised as PyJWT does (compact, header keys sorted), so the
+    token is the same string.
+    """
+
+    def __init__(self, secret: str | bytes, headers: dict[str, Any] | None = None) -> None:
+        algorithm = HMACAlgorithm(HMACAlgorithm.SHA256)
+        key = algorithm.prepare_key(secret)
+        # PyJWT 2.10 and later warn about a short secret on every encode; here once.
+        short = algorithm.check_key_length(key) if hasattr(algorithm, "check_key_length") else None
+        if short:
+            warnings.warn(short, getattr(jwt, "InsecureKeyLengthWarning", UserWarning), stacklevel=2)
+        header = {"typ": "JWT", **(headers or {}), "alg": "HS256"}
+        self._prefix = _b64(json.dumps(header, separators=(",", ":"), sort_keys=True).encode()) + b"."
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        signing_input = self._prefix + _b64(_COMPACT.encode(claims).encode())
+        mac = self._mac.copy()
+        mac.update(signing_input)
+        return (signing_input + b"." + _b64(mac.digest())).decode("ascii")
 
 
 def room_name(room_key: str) -> str:
@@ -75,11 +116,15 @@ class JitsiProvider:
         self.algorithm, self.kid = algorithm, kid
         self.grace, self.early = grace, early
         self._webhook_token = webhook_token
-        self._key: Any
+        self._key: Any = None
+        self._signer: HS256Signer | None = None
         if algorithm == "HS256":
             if not app_secret:
                 raise ValueError("video.jitsi app_secret is needed for HS256")
-            self._key = app_secret
+            try:
+                self._signer = HS256Signer(app_secret, {"kid": kid} if kid else None)
+            except InvalidKeyError as exc:
+                raise ValueError(f"video.jitsi app_secret cannot be an HMAC secret: {exc}") from None
         else:
             if not private_key or not kid:
                 raise ValueError("video.jitsi private_key and kid are needed for RS256")
@@ -130,6 +175,8 @@ class JitsiProvider:
             "exp": seconds(meeting.ends_at + self.grace),
             "context": {"user": user},
         }
+        if self._signer is not None:
+            return self._signer.sign(claims)
         headers = {"typ": "JWT"}
         if self.kid:
             headers["kid"] = self.kid

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -80,8 +80,9 @@ def _from_exception(request: web.Request, exc: BaseException) -> web.StreamRespo
 @web.middleware
 async def observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Request id, error mapping, one log line and the metrics of every request."""
-    rid = request.headers.get("X-Request-Id", "")
-    rid = rid if SANE_REQUEST_ID.match(rid) else uuid.uuid4().hex
+    rid = request.headers.get("X-Request-Id")
+    if rid is None or SANE_REQUEST_ID.match(rid) is None:
+        rid = os.urandom(16).hex()
     request[REQUEST_ID] = rid
     started = time.perf_counter()
     try:
@@ -103,10 +104,9 @@ def _observed(request: web.Request, response: web.StreamResponse | web.HTTPExcep
     elapsed = time.perf_counter() - started
     response.headers["X-Request-Id"] = rid
     resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    metrics = request.app[SERVICES].metrics
-    metrics.requests.labels(route, request.method, str(response.status)).inc()
-    metrics.latency.labels(route, request.method).observe(elapsed)
-    log.info(
-        "%s %s %s %.1fms rid=%s", request.method, redact(request.path_qs[:300]), response.status, elapsed * 1000, rid
-    )
+    request.app[SERVICES].metrics.request(resource.canonical if resource is not None else "unmatched", request.method,
+                                          response.status, elapsed)
+    if log.isEnabledFor(logging.INFO):
+        # The arguments (the redacted path above all) are only worth making when the line is written.
+        log.info("%s %s %s %.1fms rid=%s", request.method, redact(request.path_qs[:300]), response.status,
+                 elapsed * 1000, rid)

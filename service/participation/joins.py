@@ -22,6 +22,11 @@ Durability contract
   caller is still waiting for, or committed before the caller was released. A crash loses only
   items whose callers had not been answered yet.
 - A caller that is cancelled while it waits does not take its item back: it may still be written.
+
+A batch writer may run its own transaction on the connection's driver (`own_transaction=True`):
+then it gets a connection with no transaction begun, and must commit before it returns and roll
+back before it raises; the contract above is the same. Driver errors that mean the database is out
+of reach become `Unavailable` as SQLAlchemy's do.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.db.engine import is_unavailable
 from service.errors import Unavailable
 
 Item = TypeVar("Item")
@@ -46,11 +52,13 @@ class GroupCommit(Generic[Item, Outcome]):
     more lets a server that flushes its log per commit (PostgreSQL) overlap the flushes.
     """
 
-    def __init__(self, engine: AsyncEngine, write: BatchWriter, *, concurrency: int = 1, max_batch: int = 256) -> None:
+    def __init__(self, engine: AsyncEngine, write: BatchWriter, *, concurrency: int = 1, max_batch: int = 256,
+                 own_transaction: bool = False) -> None:
         if concurrency < 1 or max_batch < 1:
             raise ValueError("concurrency and max_batch must be at least 1")
         self.engine = engine
         self.write = write
+        self.own_transaction = own_transaction
         self.concurrency = concurrency
         self.max_batch = max_batch
         self._queue: list[tuple[Item, asyncio.Future[Outcome]]] = []
@@ -69,6 +77,11 @@ class GroupCommit(Generic[Item, Outcome]):
             self._tasks.add(runner)
             runner.add_done_callback(self._tasks.discard)
         return await waiter
+
+    async def close(self) -> None:
+        """Let the transactions in flight end (their waiters get their answers), then return."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _run(self) -> None:
         try:
@@ -104,7 +117,7 @@ class GroupCommit(Generic[Item, Outcome]):
         self.batches += 1
         self.items += len(items)
         try:
-            async with self.engine.begin() as conn:
+            async with (self.engine.connect() if self.own_transaction else self.engine.begin()) as conn:
                 outcomes = await self.write(conn, items)
                 if len(outcomes) != len(items):
                     raise RuntimeError(f"the batch writer gave {len(outcomes)} outcomes for {len(items)} items")
@@ -114,4 +127,9 @@ class GroupCommit(Generic[Item, Outcome]):
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise Unavailable("the database connection was lost; try again shortly") from exc
+            raise
+        except Exception as exc:
+            # What a driver raises directly (a writer of its own transaction): refused, reset, timed out.
+            if is_unavailable(exc):
+                raise Unavailable("the database cannot be reached; try again shortly") from exc
             raise

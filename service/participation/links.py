@@ -1,24 +1,28 @@
 """What a personal join link opens: the participant's page, the join redirect, their calendar copy, RSVP."""
 from __future__ import annotations
 
+import json
+import logging
+import sqlite3
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connectors.video import ConferenceInfo, MeetingInfo, Participant
 from service.calendar.plan import plan_meeting
 from service.calendar.ical import EventAttendee, render_personal
 from service.calendar.snapshot import build_event
 from service.db import models as m
 from service.db.engine import Database
-from service.errors import DomainError
+from service.errors import DomainError, Unavailable
 from service.participation.errors import LinkGone, LinkUnknown, NoVideo
 from service.links import LinkKeys, plausible, token_hash
 from service.participation.joins import GroupCommit
-from service.participation.video import VideoGateway
+from service.participation.video import VideoGateway, room_key
 from service.settings import Settings
 from service.timeutil import now
 from service.usecases.base import Actor, UnitOfWork
@@ -58,83 +62,97 @@ class ParticipantView:
 
 # What a join needs, for a whole batch of token hashes in one statement: the link's state and the
 # columns of the meeting, its conference (outer join: there may be none), the invitation and the person.
-_JT, _INV, _MEETING, _PERSON, _CONF = (t.__table__ for t in (m.JoinToken, m.Invitation, m.Meeting, m.Person, m.Conference))
-_RESOLVE_MANY = (
-    select(_JT.c.token_hash, _JT.c.revoked_at, _JT.c.generation, _INV.c.token_generation,
-           _INV.c.id.label("invitation_id"), _PERSON.c.name, _PERSON.c.email,
-           _MEETING.c.id.label("meeting_id"), _MEETING.c.forum_id, _MEETING.c.title, _MEETING.c.starts_at,
-           _MEETING.c.ends_at, _MEETING.c.status, _CONF.c.provider, _CONF.c.provider_ref, _CONF.c.host_url,
-           _CONF.c.sip_uri, _CONF.c.dial_in, _CONF.c.status.label("conference_status"))
-    .select_from(_JT)
-    .join(_INV, _INV.c.id == _JT.c.invitation_id)
-    .join(_MEETING, _MEETING.c.id == _INV.c.meeting_id)
-    .join(_PERSON, _PERSON.c.id == _INV.c.person_id)
-    .outerjoin(_CONF, _CONF.c.meeting_id == _MEETING.c.id)
-    .where(_JT.c.token_hash.in_(bindparam("hashes", expanding=True)))
-)
-_RECORD = insert(m.AttendanceEvent.__table__)
+# It runs on the connection's driver, not through SQLAlchemy: its layers cost more per row than the
+# statement itself (see the join section of bench/BENCHMARKS.md). The values are stored as the
+# models' types store them: on SQLite UUIDs as 32 hex digits and times as naive UTC text.
+log = logging.getLogger(__name__)
+
+_RESOLVE_COLUMNS = """
+    SELECT jt.token_hash, jt.revoked_at, jt.generation, inv.token_generation, inv.id, p.name, p.email,
+           mt.id, mt.forum_id, mt.title, mt.starts_at, mt.ends_at, mt.status,
+           c.provider, c.provider_ref, c.host_url, c.sip_uri, c.dial_in, c.status
+      FROM join_tokens jt
+      JOIN invitations inv ON inv.id = jt.invitation_id
+      JOIN meetings mt ON mt.id = inv.meeting_id
+      JOIN people p ON p.id = inv.person_id
+      LEFT OUTER JOIN conferences c ON c.meeting_id = mt.id
+"""
+# One statement text whatever the batch's size, so that the driver's statement cache keeps it prepared;
+# both use the unique index on token_hash.
+_RESOLVE_SQLITE = _RESOLVE_COLUMNS + " WHERE jt.token_hash IN (SELECT value FROM json_each(?))"
+_RECORD_SQLITE = ("INSERT INTO attendance_events (id, invitation_id, kind, at, source, dedup_key, recorded_at) "
+                  "VALUES (?, ?, 'link_opened', ?, 'link', NULL, ?)")
+# On PostgreSQL the lookup and the writing are one statement, one round trip, committed on its own:
+# every asked hash (repeats included) whose link opens its meeting's video gets its link_opened row.
+# The conditions are those of `Links._opened`, which then gives each join the same outcome.
+_OPEN_PG = """
+    WITH found AS (""" + _RESOLVE_COLUMNS.replace("SELECT jt.token_hash,", "SELECT jt.token_hash AS digest,") \
+    .replace("inv.id,", "inv.id AS invitation_id,").replace("mt.ends_at, mt.status,", "mt.ends_at AS ends, mt.status AS state,") \
+    .replace("c.provider,", "c.provider AS video,") + """
+         WHERE jt.token_hash = ANY($1::varchar[])),
+    opened AS (
+        INSERT INTO attendance_events (id, invitation_id, kind, at, source, dedup_key, recorded_at)
+        SELECT gen_random_uuid(), f.invitation_id, 'link_opened', $2::timestamptz, 'link', NULL, $2::timestamptz
+          FROM unnest($1::varchar[]) AS asked (digest) JOIN found f ON f.digest = asked.digest
+         WHERE f.revoked_at IS NULL AND f.generation = f.token_generation AND $2::timestamptz <= f.ends + $3::interval
+           AND f.state = 'planned' AND f.video IS NOT NULL AND f.ends > f.starts_at
+        RETURNING 1)
+    SELECT found.*, (SELECT count(*) FROM opened) FROM found
+"""
 
 
-# The columns of each row that VideoGateway.personal_url reads, without loading ORM objects.
-@dataclass(frozen=True, slots=True)
-class _MeetingRef:
-    id: uuid.UUID
-    forum_id: uuid.UUID
-    title: str
-    starts_at: datetime
-    ends_at: datetime
+def _same(value: Any) -> Any:
+    return value
 
 
-@dataclass(frozen=True, slots=True)
-class _ConferenceRef:
-    provider: str
-    provider_ref: str | None
-    host_url: str | None
-    sip_uri: str | None
-    dial_in: str | None
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class _InvitationRef:
-    id: uuid.UUID
-
-
-@dataclass(frozen=True, slots=True)
-class _PersonRef:
-    name: str
-    email: str
+def _sqlite_time(value: str) -> datetime:
+    """A time as SQLAlchemy stores UTCDateTime on SQLite (``2027-04-05 07:00:00.000000``), made aware."""
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)
 class _Link:
     """One token's row: its state, whose it is, and which meeting it opens."""
 
-    revoked_at: datetime | None
+    revoked_at: Any
     generation: int
     current_generation: int
-    invitation: _InvitationRef
-    person: _PersonRef
-    meeting_id: uuid.UUID
+    invitation_id: uuid.UUID
+    name: str
+    email: str
+    meeting_id: Any  # as the driver gives it: the key of the batch's meetings
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """A meeting of the batch, made once however many of its links are opened."""
+    """A meeting of the batch, made once however many of its links are opened: what the
+    video provider is given for it."""
 
     status: str
-    meeting: _MeetingRef
-    conference: _ConferenceRef | None
+    ends_at: datetime
+    meeting: MeetingInfo | None  # None: its data cannot make a video link (`problem` says why)
+    conference: ConferenceInfo | None
+    conference_status: str | None
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Opened:
     """A link open that has been recorded: what its personal video URL is made of."""
 
-    meeting: _MeetingRef
-    conference: _ConferenceRef
-    invitation: _InvitationRef
-    person: _PersonRef
+    meeting: MeetingInfo
+    conference: ConferenceInfo
+    conference_status: str
+    who: Participant
+
+
+def _on_sqlite_thread(driver: Any, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run `work` with the sqlite3 connection on aiosqlite's own thread, in one hand-over.
+
+    aiosqlite hands each call to its thread and back (a queue and a wake-up of the event loop);
+    a transaction through the driver's API would be about ten of them.
+    """
+    return driver._execute(lambda: work(driver._conn))  # noqa: SLF001 - aiosqlite's only way to run code there
 
 
 class Links:
@@ -147,7 +165,8 @@ class Links:
         # Concurrent joins share transactions, and each waits for its own commit. SQLite has one
         # writer; on PostgreSQL a few transactions at once overlap their log flushes.
         lanes = 1 if db.is_sqlite else max(1, min(4, settings.database.pool_size // 2))
-        self.opens: GroupCommit[str, Opened] = GroupCommit(db.writer, self._record_opens, concurrency=lanes)
+        self.opens: GroupCommit[str, Opened] = GroupCommit(db.writer, self._record_opens, concurrency=lanes,
+                                                           own_transaction=True)
 
     def _check(self, revoked_at: datetime | None, generation: int, current: int, ends_at: datetime,
                at: datetime) -> None:
@@ -196,50 +215,93 @@ class Links:
         if not plausible(token):
             raise LinkUnknown("no such link")
         opened = await self.opens.submit(token_hash(token))
-        return self.video.personal_url(opened.meeting, opened.conference, opened.invitation,  # type: ignore[arg-type]
-                                       opened.person)
+        return self.video.personal_url(opened.meeting, opened.conference, opened.conference_status, opened.who)
 
     async def _record_opens(self, conn: AsyncConnection, hashes: Sequence[str]) -> list[Opened | DomainError]:
-        """One batch of joins, in one transaction: resolve every token in one query, then write a
-        link_opened event for each valid one in one statement. A bad link fails only its own join."""
-        links: dict[str, _Link] = {}
-        meetings: dict[uuid.UUID, _Target] = {}
-        for (digest, revoked_at, generation, current, invitation_id, name, email, meeting_id, forum_id, title,
-             starts_at, ends_at, status, provider, ref, host_url, sip_uri, dial_in, conference_status) in (
-                await conn.execute(_RESOLVE_MANY, {"hashes": list(set(hashes))})):
-            links[digest] = _Link(revoked_at, generation, current, _InvitationRef(invitation_id),
-                                  _PersonRef(name, email), meeting_id)
-            if meeting_id not in meetings:
-                conference = None if provider is None else _ConferenceRef(
-                    provider, ref, host_url, sip_uri, dial_in, conference_status)
-                meetings[meeting_id] = _Target(status, _MeetingRef(meeting_id, forum_id, title, starts_at, ends_at),
-                                               conference)
+        """One batch of joins, in one transaction of its own: resolve every token in one query, then write
+        a link_opened event for each valid one in one statement, and commit. A bad link fails only its
+        own join. On SQLite the whole transaction is one call on the driver's thread."""
+        driver = (await conn.get_raw_connection()).driver_connection
+        if self.db.is_sqlite:
+            return await _on_sqlite_thread(driver, lambda db: self._record_opens_sqlite(db, hashes))
         at = now()
-        outcomes: list[Opened | DomainError] = []
-        events: list[dict[str, Any]] = []
-        for digest in hashes:
+        rows = await driver.fetch(_OPEN_PG, list(hashes), at, self.grace)
+        outcomes, events = self._outcomes(hashes, [tuple(r)[:-1] for r in rows], at, _same, _same)
+        written = rows[0][-1] if rows else 0
+        if written != len(events):
+            log.error("join batch: %d link_opened rows written for %d redirects", written, len(events))
+        return outcomes
+
+    def _record_opens_sqlite(self, db: sqlite3.Connection, hashes: Sequence[str]) -> list[Opened | DomainError]:
+        try:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                opened = self._opened(links.get(digest), meetings, at)
+                rows = db.execute(_RESOLVE_SQLITE, (json.dumps(list(set(hashes))),)).fetchall()
+                at = now()
+                outcomes, events = self._outcomes(hashes, rows, at, uuid.UUID, _sqlite_time)
+                if events:
+                    stamp = at.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+                    db.executemany(_RECORD_SQLITE, [(uuid.uuid4().hex, invitation, stamp, stamp)
+                                                    for invitation in events])
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except (sqlite3.OperationalError, sqlite3.InterfaceError) as exc:  # locked, busy, disk I/O
+            raise Unavailable("the database cannot be reached; try again shortly") from exc
+        return outcomes
+
+    def _outcomes(self, hashes: Sequence[str], rows: Sequence[tuple[Any, ...]], at: datetime,
+                  ident: Callable[[Any], uuid.UUID], moment: Callable[[Any], datetime],
+                  ) -> tuple[list[Opened | DomainError], list[Any]]:
+        """Each join's outcome, in order, and the stored invitation ids of the events to write."""
+        links: dict[str, tuple[_Link, Any]] = {}
+        meetings: dict[Any, _Target] = {}
+        for (digest, revoked_at, generation, current, invitation_id, name, email, meeting_id, forum_id, title,
+             starts_at, ends_at, status, provider, ref, host_url, sip_uri, dial_in, conference_status) in rows:
+            if meeting_id not in meetings:
+                ident_ = ident(meeting_id)
+                conference = None if provider is None else ConferenceInfo(
+                    provider=provider, provider_ref=ref, host_url=host_url, sip_uri=sip_uri, dial_in=dial_in)
+                ends = moment(ends_at)
+                try:
+                    info: MeetingInfo | None = MeetingInfo(
+                        meeting_id=str(ident_), title=title, starts_at=moment(starts_at), ends_at=ends,
+                        room_key=room_key(ident_), forum_id=str(ident(forum_id)))
+                    problem = ""
+                except ValueError as exc:  # fails its own joins, not the batch
+                    info, problem = None, str(exc)
+                meetings[meeting_id] = _Target(status, ends, info, conference, conference_status, problem)
+            links[digest] = (_Link(revoked_at, generation, current, ident(invitation_id), name, email, meeting_id),
+                             invitation_id)
+        outcomes: list[Opened | DomainError] = []
+        events: list[Any] = []
+        for digest in hashes:
+            found = links.get(digest)
+            try:
+                opened = self._opened(found[0] if found else None, meetings, at)
             except DomainError as exc:
                 outcomes.append(exc)
                 continue
             outcomes.append(opened)
-            events.append({"id": uuid.uuid4(), "invitation_id": opened.invitation.id, "kind": "link_opened",
-                           "at": at, "source": "link", "dedup_key": None, "recorded_at": at})
-        if events:
-            await conn.execute(_RECORD, events)
-        return outcomes
+            events.append(found[1])  # type: ignore[index]
+        return outcomes, events
 
-    def _opened(self, link: _Link | None, meetings: dict[uuid.UUID, _Target], at: datetime) -> Opened:
+    def _opened(self, link: _Link | None, meetings: dict[Any, _Target], at: datetime) -> Opened:
         if link is None:
             raise LinkUnknown("no such link")
         target = meetings[link.meeting_id]
-        self._check(link.revoked_at, link.generation, link.current_generation, target.meeting.ends_at, at)
+        self._check(link.revoked_at, link.generation, link.current_generation, target.ends_at, at)
         if target.status != "planned":
             raise LinkGone("the meeting has been cancelled")
         if target.conference is None:
             raise NoVideo("this meeting has no video conference")
-        return Opened(target.meeting, target.conference, link.invitation, link.person)
+        if target.meeting is None:
+            raise NoVideo(f"no personal video link can be made: {target.problem}")
+        return Opened(target.meeting, target.conference, target.conference_status,  # type: ignore[arg-type]
+                      Participant(invitation_id=str(link.invitation_id), name=link.name, email=link.email,
+                                  moderator=False))
 
     async def rsvp(self, token: str, answer: str) -> None:
         async with UnitOfWork(self.db, Actor("participant"), write=True) as uow:

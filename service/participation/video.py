@@ -37,10 +37,15 @@ async def enqueue_conference(session: Any, meeting_id: uuid.UUID) -> None:
     await enqueue(session, CONFERENCE, {"meeting_id": str(meeting_id)}, f"conference:{meeting_id}")
 
 
+def room_key(meeting_id: uuid.UUID) -> str:
+    """The meeting's conference name for good (providers derive their room from it)."""
+    return f"forum-{meeting_id.hex[:20]}"
+
+
 def meeting_info(meeting: m.Meeting, host_endpoint: str | None = None) -> MeetingInfo:
     return MeetingInfo(
         meeting_id=str(meeting.id), title=meeting.title, starts_at=meeting.starts_at, ends_at=meeting.ends_at,
-        room_key=f"forum-{meeting.id.hex[:20]}", forum_id=str(meeting.forum_id), room_video_endpoint=host_endpoint)
+        room_key=room_key(meeting.id), forum_id=str(meeting.forum_id), room_video_endpoint=host_endpoint)
 
 
 def conference_info(conf: m.Conference) -> ConferenceInfo:
@@ -81,13 +86,13 @@ class VideoGateway:
             known = ", ".join(self.names()) or "none"
             raise Invalid("conference.provider", f"{name!r} is not configured here (configured: {known})")
 
-    def personal_url(self, meeting: m.Meeting, conf: m.Conference, inv: m.Invitation, person: m.Person) -> str:
-        provider = self.providers.get(conf.provider)
-        if provider is None or conf.status != "active":
+    def personal_url(self, meeting: MeetingInfo, conference: ConferenceInfo, status: str, who: Participant) -> str:
+        """`who`'s URL into the meeting's conference (`status` is the stored conference's), made now."""
+        provider = self.providers.get(conference.provider)
+        if provider is None or status != "active":
             raise NoVideo("the video conference is not ready yet; try again in a minute")
-        who = Participant(invitation_id=str(inv.id), name=person.name, email=person.email, moderator=False)
         try:
-            return provider.personal_url(meeting_info(meeting), conference_info(conf), who, now())
+            return provider.personal_url(meeting, conference, who, now())
         except VideoError as exc:
             raise NoVideo(f"no personal video link can be made: {exc}") from exc
 

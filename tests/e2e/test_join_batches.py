@@ -3,11 +3,15 @@ each still gets its own answer, after its own link_opened event is committed."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import secrets
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from service.db import models as m
@@ -102,3 +106,61 @@ async def test_bad_links_in_a_batch_fail_alone(api: ApiClient, world: dict[str, 
         **{f"ok{i}": 302 for i in range(len(ids) - 1)}}
     # Only the joins that were answered with a redirect left an event.
     assert await opens(client) == {ident: 1 for ident in ids}
+
+
+async def test_a_recorded_join_reads_back_as_any_attendance_event(api: ApiClient, world: dict[str, Any],
+                                                                   client: Any) -> None:
+    """The batch writes through the database driver: its rows must be what the models store."""
+    case = await meeting_now(api, world, 2)
+    before = datetime.now(timezone.utc)
+    for ident, url in case["links"].items():
+        status, target = await status_and_target(client, join_path(url))
+        assert status == 302 and target.startswith(MEET)
+    after = datetime.now(timezone.utc)
+    async with client.app[SERVICES].db.session(write=False) as s:
+        events = (await s.scalars(select(m.AttendanceEvent).order_by(m.AttendanceEvent.at))).all()
+    assert sorted(str(e.invitation_id) for e in events) == sorted(case["links"])
+    for event in events:
+        assert isinstance(event.id, uuid.UUID) and isinstance(event.invitation_id, uuid.UUID)
+        assert (event.kind, event.source, event.dedup_key) == ("link_opened", "link", None)
+        assert before <= event.at == event.recorded_at <= after and event.at.tzinfo is not None
+    report = await api.ok("GET", f"/api/v1/meetings/{case['meeting']['id']}/attendance")
+    assert report is not None
+
+
+async def test_joins_are_counted_by_route_and_logged_without_their_token(api: ApiClient, world: dict[str, Any],
+                                                                         client: Any) -> None:
+    case = await meeting_now(api, world, 1)
+    path = join_path(next(iter(case["links"].values())))
+    token = path.split("/")[2]
+    records: list[str] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger, handler = logging.getLogger("forumbridge.http"), Lines()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        ids = []
+        for p in (path, path, "/j/" + secrets.token_urlsafe(32) + "/join"):
+            async with client.get(p, allow_redirects=False) as resp:
+                ids.append((resp.status, resp.headers.get("X-Request-Id", "")))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [status for status, _ in ids] == [302, 302, 404]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for _, rid in ids) and len({rid for _, rid in ids}) == 3
+    joins = [line for line in records if "/join" in line]
+    assert len(joins) == 3 and not [line for line in records if token in line]
+    assert all(rid in line for (_, rid), line in zip(ids, joins))
+    async with client.get("/metrics") as resp:
+        families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+    counted = {(s.labels["route"], s.labels["status"]): s.value for s in families["forumbridge_http_requests"].samples
+               if s.name.endswith("_total") and s.labels["route"].startswith("/j/")}
+    assert counted == {("/j/{token}/join", "302"): 2, ("/j/{token}/join", "404"): 1}
+    latency = [s for s in families["forumbridge_http_request_duration_seconds"].samples
+               if s.name.endswith("_count") and s.labels["route"] == "/j/{token}/join"]
+    assert [s.value for s in latency] == [3]

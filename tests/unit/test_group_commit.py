@@ -181,3 +181,27 @@ async def test_a_waiter_released_with_success_never_precedes_the_commit(db: Data
         return finished.is_set() and key in await stored(db, [key])
 
     assert await asyncio.gather(*(one(f"s{i}") for i in range(5))) == [True] * 5
+
+
+async def test_a_writer_with_its_own_transaction_commits_before_its_waiters_return(db: Database) -> None:
+    async def own(conn: AsyncConnection, keys: Sequence[str]) -> list[Any]:
+        assert not conn.in_transaction()
+        async with conn.begin():
+            return await write_people(conn, keys)
+
+    group: GroupCommit[str, str] = GroupCommit(db.writer, own, own_transaction=True)
+    missing: list[str] = []
+
+    async def one(key: str) -> str:
+        outcome = await group.submit(key)
+        if key not in await stored(db, [key]):
+            missing.append(key)
+        return outcome
+
+    keys = [f"o{i:02d}" for i in range(40)] + ["refuse-me"]
+    outcomes = await asyncio.gather(*(one(k) for k in keys), return_exceptions=True)
+    assert outcomes[:-1] == [k.upper() for k in keys[:-1]] and isinstance(outcomes[-1], Refused)
+    assert missing == []
+    poisoned = await asyncio.gather(*(group.submit(k) for k in ("q1", "q2", "poison")), return_exceptions=True)
+    assert all(isinstance(r, Poisoned) for r in poisoned)
+    assert await stored(db, ["q1", "q2", "poison"]) == set()

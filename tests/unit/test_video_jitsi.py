@@ -371,3 +371,29 @@ def test_any_authenticated_body_gives_events_or_a_rejection_and_nothing_else(pat
     except VideoRejected:
         return
     assert all(e.invitation_id and e.at.tzinfo is not None for e in events)
+
+
+@pytest.mark.parametrize("kid", [None, "forumbridge/2027"])
+@given(name=st.text(max_size=40), email=st.text(max_size=40), moderator=st.booleans())
+@settings(max_examples=30, deadline=None)
+def test_hs256_tokens_are_what_pyjwt_makes_and_decode_to_the_same_claims(kid, name, email, moderator):
+    p = provider(kid=kid)
+    who = Participant(invitation_id=INVITATION, name=name, email=email, moderator=moderator)
+    token = p.token(meeting(), "forum-room", who, START)
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="forumbridge",
+                        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False})
+    headers = {"typ": "JWT", **({"kid": kid} if kid else {})}
+    assert token == jwt.encode(claims, SECRET, algorithm="HS256", headers=headers)
+    assert claims["context"]["user"] == {"id": INVITATION, "name": name, "email": email, "moderator": moderator,
+                                         **({"affiliation": "owner"} if moderator else {})}
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", **headers}
+
+
+@pytest.mark.parametrize("secret", [
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----",
+    "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 bench@example",
+    '{"kty": "oct", "k": "c2VjcmV0"}',
+])
+def test_an_hs256_secret_that_is_a_public_key_or_a_jwk_is_refused_when_configured(secret):
+    with pytest.raises(ValueError, match="app_secret"):
+        provider(app_secret=secret)
