@@ -37,7 +37,6 @@ import io
 import json
 import os
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -53,12 +52,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-import asyncpg  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    PG_ADMIN_URL, RESULTS_DIR, BenchError, Service, drop_database, log, machine, new_database, pg_admin,
+    Api, server_version, RESULTS_DIR, BenchError, Service, drop_database, log, machine, new_database,
     proc_cpu_s, table,
 )
 from service.db import models as m  # noqa: E402
@@ -210,18 +208,7 @@ class Result:
     skipped: str = ""
 
 
-class Api:
-    def __init__(self, http: aiohttp.ClientSession, service: Service, token: str) -> None:
-        self.http, self.service = http, service
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def call(self, method: str, path: str, body: Any = None, want: int | None = None) -> Any:
-        async with self.http.request(method, self.service.base + path, json=body, headers=self.headers) as r:
-            data = await r.json(content_type=None)
-            if r.status != (want or (201 if method == "POST" else 200)):
-                raise BenchError(f"{method} {path} -> {r.status}: {data}")
-            return data
-
+class ReportApi(Api):
     async def report(self, meeting_id: str, fmt: str) -> tuple[float, bytes]:
         """One report, timed until its last byte arrived: (milliseconds, body)."""
         headers = {**self.headers, "Accept": "text/csv" if fmt == "csv" else "application/json"}
@@ -234,7 +221,7 @@ class Api:
         return elapsed, body
 
 
-async def make_meeting(api: Api, forum_id: str, end: datetime, title: str) -> Meeting:
+async def make_meeting(api: ReportApi, forum_id: str, end: datetime, title: str) -> Meeting:
     start = end - SESSIONS * SESSION
     sessions = [{"title": f"Pass {k + 1}: regional utveckling", "starts_at": (start + k * SESSION).isoformat(),
                  "ends_at": (start + (k + 1) * SESSION).isoformat()} for k in range(SESSIONS)]
@@ -253,21 +240,16 @@ async def run_db(kind: str, plan: Plan) -> Result:
     with tempfile.TemporaryDirectory(prefix=f"forumbridge-bench-attendance-{kind}-") as tmp:
         folder = Path(tmp)
         try:
-            if kind == "postgresql":
-                try:
-                    result.server_version = "PostgreSQL " + (await pg_admin("SHOW server_version")).split()[0]
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-                    result.skipped = f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(exc).__name__}: {exc})"
-                    return result
-            else:
-                result.server_version = f"SQLite {sqlite3.sqlite_version}"
+            result.server_version, result.skipped = await server_version(kind)
+            if result.skipped:
+                return result
             url, pg_name = await new_database(kind, folder, "attendance")
             env = {f"FORUMBRIDGE_VIDEO__JITSI__{k}": v for k, v in JITSI.items()}
             service = Service(url, folder / "attendance", env)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
                 log(f"{kind}: starting the service on {service.base}")
                 await service.start(http)
-                api = Api(http, service, await service.token())
+                api = ReportApi(http, service, await service.token())
                 forum = await api.call("POST", "/api/v1/forums", {
                     "name": "Forum för regional hållbar tillväxt och attraktivitet", "kind": "officials"})
                 site = await api.call("POST", "/api/v1/sites", {"name": "Regionens hus Östersund", "city": "Östersund"})

@@ -7,6 +7,7 @@ import platform
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -66,6 +67,16 @@ def proc_cpu_s(pid: int) -> float:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+async def server_version(kind: str) -> tuple[str, str]:
+    """("PostgreSQL 15.x" or "SQLite 3.x", why it is skipped or "")."""
+    if kind != "postgresql":
+        return f"SQLite {sqlite3.sqlite_version}", ""
+    try:
+        return "PostgreSQL " + (await pg_admin("SHOW server_version")).split()[0], ""
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        return "", f"PostgreSQL not reachable at {PG_ADMIN_URL} ({type(exc).__name__}: {exc})"
 
 
 class BenchError(Exception):
@@ -303,3 +314,17 @@ class Profiler:
                 return
             await asyncio.sleep(0.1)
         proc.kill()
+
+
+# -- the API as the benchmarks call it ----------------------------------------------------
+class Api:
+    def __init__(self, http: aiohttp.ClientSession, service: Service, token: str) -> None:
+        self.http, self.service = http, service
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, body: Any = None, want: int | None = None) -> Any:
+        async with self.http.request(method, self.service.base + path, json=body, headers=self.headers) as r:
+            data = await r.json(content_type=None)
+            if r.status != (want or (201 if method == "POST" else 200)):
+                raise BenchError(f"{method} {path} -> {r.status}: {data}")
+            return data

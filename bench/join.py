@@ -61,7 +61,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    PG_ADMIN_URL, RESULTS_DIR, BenchError, Profiler, Service, SmtpSink, drop_database, free_port, log, machine, new_database,
+    PG_ADMIN_URL, Api, server_version, RESULTS_DIR, BenchError, Profiler, Service, SmtpSink, drop_database, free_port, log, machine, new_database,
     pct, pg_admin, proc_cpu_s, table,
 )
 from service.db import models as m  # noqa: E402
@@ -327,19 +327,6 @@ class Result:
     load_after: float | None = None
     problems: list[str] = field(default_factory=list)
     skipped: str = ""
-
-
-class Api:
-    def __init__(self, http: aiohttp.ClientSession, service: Service, token: str) -> None:
-        self.http, self.service = http, service
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def call(self, method: str, path: str, body: Any = None, want: int | None = None) -> Any:
-        async with self.http.request(method, self.service.base + path, json=body, headers=self.headers) as r:
-            data = await r.json(content_type=None)
-            if r.status != (want or (201 if method == "POST" else 200)):
-                raise BenchError(f"{method} {path} -> {r.status}: {data}")
-            return data
 
 
 async def invite(api: Api, meeting_id: str, count: int) -> list[str]:

@@ -7,7 +7,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from service.container import build_services
+from service.container import build_services, stop_step
 from service.db.engine import create_database
 from service.http import feeds, ops, pages, webhooks
 from service.http.middleware import observe
@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         yield
-        await app[SERVICES].db.dispose()
+        await stop_step("closing the database pools", app[SERVICES].db.dispose())
 
     async def workers(app: web.Application) -> AsyncIterator[None]:
         # The outbox worker and the calendar sync run beside the requests.

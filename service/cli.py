@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import re
 import shlex
 import sys
@@ -31,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--migrate", action="store_true", help="apply database migrations first")
     s.add_argument("--demo", action="store_true",
                    help="load the demo forum if the database is empty, and print a secretariat token and a curl line")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="server processes on the one port (default: http.workers, 1); more than one needs PostgreSQL")
     sub.add_parser("migrate", help="apply database migrations", description="Bring the database schema up to date.")
     t = sub.add_parser("token", help="print a signed API token", description="Print an HS256 token signed with the configured secret.")
     t.add_argument("--sub", required=True, help="who the token is for (recorded in the audit log)")
@@ -64,6 +67,16 @@ async def _seed(settings: Settings, if_empty: bool) -> dict[str, str] | None:
         await db.dispose()
 
 
+def freeze_startup_objects() -> None:
+    """Take what start-up made (modules, the app, its routes and schemas) out of the collector's reach.
+
+    The service holds about 160,000 such objects once it has started. A full collection scanned all of
+    them and held up every request in flight for 0.1 to 0.5 s; frozen, they are not scanned again.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -71,6 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"forumbridge: {exc}", file=sys.stderr)
         return 2
+    workers = 1
+    metrics_folder = ""
+    if args.command == "serve":
+        workers = args.workers if args.workers is not None else settings.http.workers
+        if workers < 1:
+            print("forumbridge: --workers must be at least 1", file=sys.stderr)
+            return 2
+        if workers > 1 and settings.http.port == 0:
+            print("forumbridge: http.workers > 1 needs a fixed http.port", file=sys.stderr)
+            return 2
+        if workers > 1 and not settings.database.url.startswith("postgresql"):
+            print(f"forumbridge: http.workers = {workers} needs PostgreSQL: SQLite takes one writing process",
+                  file=sys.stderr)
+            return 2
+        if workers > 1:
+            from service.workers import prepare_metrics_folder
+
+            metrics_folder = prepare_metrics_folder()  # before prometheus_client is imported
     from service.app import configure_logging, create_app
     from service.db.migrate import upgrade
 
@@ -93,21 +124,33 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             print(f"forumbridge: {exc}", file=sys.stderr)
             return 2
+        if workers > 1:
+            del app  # each worker builds its own, after the fork
         if args.demo:
             asyncio.run(_seed(settings, if_empty=True))
             token = _token(settings, "demo-secretariat", "secretariat", timedelta(hours=12))
             base = f"http://{settings.http.host}:{settings.http.port}"
             print(f"\nSecretariat token (12 h):\n{token}\n\nTry:\n  curl -s -H {shlex.quote('Authorization: Bearer ' + token)} "
                   f"{base}/api/v1/meetings\n", flush=True)
-        web.run_app(
-            app,
-            host=settings.http.host,
-            port=settings.http.port,
-            shutdown_timeout=settings.http.shutdown_timeout_s,
-            access_log=None,
-            print=lambda msg: print(msg, flush=True),
-        )
+        if workers > 1:
+            from service.workers import supervise
+
+            return supervise(workers, lambda: _run(create_app(settings), settings, reuse_port=True), metrics_folder)
+        _run(app, settings)
     return 0
+
+
+def _run(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
+    freeze_startup_objects()
+    web.run_app(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        reuse_port=reuse_port or None,
+        shutdown_timeout=settings.http.shutdown_timeout_s,
+        access_log=None,
+        print=lambda msg: print(msg, flush=True),
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """The services one app holds: built once by create_app, disposed with it."""
 from __future__ import annotations
 
+import asyncio
+import io
+import logging
 from dataclasses import dataclass
+from typing import Awaitable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +34,30 @@ from service.usecases.feeds import Feeds
 from service.usecases.invitations import Invitations
 from service.usecases.meetings import Meetings
 from service.usecases.outbox_status import OutboxStatus
+
+log = logging.getLogger("forumbridge")
+
+# Each step of stopping gets this long; one that takes longer is abandoned (and reported), so
+# that SIGTERM always ends the process.
+STOP_STEP_S = 15.0
+
+
+def _running_tasks() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(limit=8, file=out)
+    return out.getvalue()
+
+
+async def stop_step(what: str, step: Awaitable[None], timeout: float = STOP_STEP_S) -> None:
+    """Await one step of stopping for at most `timeout` seconds; if it hangs, log what every task
+    is waiting on and go on."""
+    try:
+        await asyncio.wait_for(step, timeout)
+    except asyncio.TimeoutError:
+        log.error("stopping: %s did not end within %.0f s; going on. Tasks still running:\n%s",
+                  what, timeout, _running_tasks())
 
 
 @dataclass
@@ -61,11 +89,12 @@ class Services:
         self.sync_loop.start()
 
     async def stop_workers(self) -> None:
-        await self.sync_loop.stop()
-        await self.outbox.stop()
-        await self.calendar.close()
-        await self.mail.close()
-        await self.video.close()
+        await stop_step("the calendar sync", self.sync_loop.stop())
+        await stop_step("the outbox worker", self.outbox.stop())
+        await stop_step("the join records in flight", self.links.opens.close())
+        await stop_step("the CalDAV connector", self.calendar.close())
+        await stop_step("the mail connector", self.mail.close())
+        await stop_step("the video connectors", self.video.close())
 
     async def sync_now(self) -> api.SyncResult:
         """Pull every calendar, then run what that and earlier changes queued."""

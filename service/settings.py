@@ -27,6 +27,7 @@ class HttpSettings(Section):
     public_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://", description="Base of join links and feeds")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Larger request bodies get a 413")
     shutdown_timeout_s: float = Field(10.0, ge=0, description="Grace period for requests on SIGTERM")
+    workers: int = Field(1, ge=1, le=64, description="Server processes on one port (more than one: PostgreSQL only)")
 
 
 class DatabaseSettings(Section):
