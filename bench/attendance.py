@@ -56,7 +56,7 @@ from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    Api, server_version, RESULTS_DIR, BenchError, Service, drop_database, log, machine, new_database,
+    write_results, Api, server_version, BenchError, Service, drop_database, log, machine, new_database,
     proc_cpu_s, table,
 )
 from service.db import models as m  # noqa: E402
@@ -386,13 +386,7 @@ async def main_async(args: argparse.Namespace) -> int:
         results.append(Result(db="(time limit)", plan=asdict(plan), problems=[f"stopped after {TIME_LIMIT_S} s"]))
     elapsed = time.perf_counter() - started
     print(report(results, plan, args.quick, started_at, elapsed), flush=True)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"attendance-{started_at:%Y%m%dT%H%M%S}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({
-        "date": started_at.isoformat(), "cores": os.cpu_count(), "quick": args.quick, "seconds": elapsed,
-        "results": [asdict(r) for r in results],
-    }, indent=2, default=str))
-    print(f"\nfigures also written to {out.relative_to(ROOT)}", flush=True)
+    write_results("attendance", started_at, args.quick, elapsed, {"results": [asdict(r) for r in results]})
     return 1 if any(r.problems or r.skipped for r in results) else 0
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import platform
 import random
@@ -61,7 +60,7 @@ from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    PG_ADMIN_URL, RESULTS_DIR, BenchError, Service, log, pct, pg_admin, pg_url, proc_cpu_s, proc_status,
+    write_results, PG_ADMIN_URL, BenchError, Service, log, pct, pg_admin, pg_url, proc_cpu_s, proc_status,
 )
 from service.db import models as m  # noqa: E402
 
@@ -551,13 +550,7 @@ async def main_async(args: argparse.Namespace) -> int:
         results.append(Result(db="(time limit)", plan=asdict(plan), problems=[f"stopped after {TIME_LIMIT_S} s"]))
     elapsed = time.perf_counter() - started
     print(report(results, plan, args.quick, started_at, elapsed), flush=True)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"booking-{started_at:%Y%m%dT%H%M%S}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({
-        "date": started_at.isoformat(), "cores": os.cpu_count(), "quick": args.quick, "seconds": elapsed,
-        "results": [asdict(r) for r in results],
-    }, indent=2, default=str))
-    print(f"\nfigures also written to {out.relative_to(ROOT)}", flush=True)
+    write_results("booking", started_at, args.quick, elapsed, {"results": [asdict(r) for r in results]})
     return 1 if any(r.problems or r.skipped for r in results) else 0
 
 

@@ -84,7 +84,7 @@ from sqlalchemy import func, insert, select, update  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    PG_ADMIN_URL, RESULTS_DIR, VENV_BIN, BenchError, Profiler, Service, drop_database, log, machine, new_database, pct,
+    write_results, PG_ADMIN_URL, VENV_BIN, BenchError, Profiler, Service, drop_database, log, machine, new_database, pct,
     pg_admin, proc_cpu_s, proc_status,
 )
 from connectors.calendar.caldav import object_name  # noqa: E402
@@ -869,13 +869,8 @@ async def main_async(args: argparse.Namespace) -> int:
     result.profiles = profiler.files
     elapsed = time.perf_counter() - started
     print(report(result, plan, args.quick, started_at, elapsed), flush=True)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"caldav_sync-{started_at:%Y%m%dT%H%M%S}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({
-        "date": started_at.isoformat(), "cores": os.cpu_count(), "quick": args.quick, "seconds": elapsed,
-        "command": " ".join(["./dev bench caldav_sync", *sys.argv[1:]]), "result": asdict(result),
-    }, indent=2, default=str))
-    print(f"\nfigures also written to {out.relative_to(ROOT)}", flush=True)
+    write_results("caldav_sync", started_at, args.quick, elapsed, {
+        "command": " ".join(["./dev bench caldav_sync", *sys.argv[1:]]), "result": asdict(result)})
     return 1 if result.problems else 0
 
 

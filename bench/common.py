@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import secrets
@@ -67,6 +68,17 @@ def proc_cpu_s(pid: int) -> float:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_results(name: str, started_at: Any, quick: bool, elapsed: float, figures: dict[str, Any]) -> Path:
+    """The run's figures as JSON in bench/results/NAME-DATE[-quick].json; prints where."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{name}-{started_at:%Y%m%dT%H%M%S}{'-quick' if quick else ''}.json"
+    out.write_text(json.dumps({
+        "date": started_at.isoformat(), "cores": os.cpu_count(), "quick": quick, "seconds": elapsed, **figures,
+    }, indent=2, default=str))
+    print(f"\nfigures also written to {out.relative_to(ROOT)}", flush=True)
+    return out
 
 
 async def server_version(kind: str) -> tuple[str, str]:

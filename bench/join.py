@@ -61,7 +61,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    PG_ADMIN_URL, Api, server_version, RESULTS_DIR, BenchError, Profiler, Service, SmtpSink, drop_database, free_port, log, machine, new_database,
+    write_results, PG_ADMIN_URL, Api, server_version, BenchError, Profiler, Service, SmtpSink, drop_database, free_port, log, machine, new_database,
     pct, pg_admin, proc_cpu_s, table,
 )
 from service.db import models as m  # noqa: E402
@@ -609,13 +609,7 @@ async def main_async(args: argparse.Namespace) -> int:
         sink.stop()
     elapsed = time.perf_counter() - started
     print(report(results, plan, args.quick, started_at, elapsed), flush=True)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"join-{started_at:%Y%m%dT%H%M%S}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({
-        "date": started_at.isoformat(), "cores": os.cpu_count(), "quick": args.quick, "seconds": elapsed,
-        "results": [asdict(r) for r in results],
-    }, indent=2, default=str))
-    print(f"\nfigures also written to {out.relative_to(ROOT)}", flush=True)
+    write_results("join", started_at, args.quick, elapsed, {"results": [asdict(r) for r in results]})
     for name in profiler.files:
         print(f"profile (py-spy raw, collapsed stacks): {name}", flush=True)
     return 1 if any(r.problems or r.skipped for r in results) else 0

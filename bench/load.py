@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
 import signal
@@ -69,7 +68,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    Api, server_version, RESULTS_DIR, BenchError, Service, SmtpSink, drop_database, log, machine, new_database, pct,
+    write_results, Api, server_version, RESULTS_DIR, BenchError, Service, SmtpSink, drop_database, log, machine, new_database, pct,
     proc_cpu_s, proc_status, table,
 )
 from bench.join import JITSI, count_opens, wait_ready  # noqa: E402
@@ -691,13 +690,7 @@ async def main_async(args: argparse.Namespace) -> int:
         sink.stop()
     elapsed = time.perf_counter() - started
     print(report(results, plan, mix, args.quick, started_at, elapsed), flush=True)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"load-{started_at:%Y%m%dT%H%M%S}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps({
-        "date": started_at.isoformat(), "cores": os.cpu_count(), "quick": args.quick, "seconds": elapsed,
-        "results": [asdict(r) for r in results],
-    }, indent=2, default=str))
-    print(f"\nfigures also written to {out.relative_to(ROOT)}", flush=True)
+    write_results("load", started_at, args.quick, elapsed, {"results": [asdict(r) for r in results]})
     return 1 if any(r.problems or r.skipped for r in results) else 0
 
 
