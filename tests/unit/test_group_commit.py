@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -65,17 +65,23 @@ async def count_people(db: Database) -> int:
         return int(await conn.scalar(select(func.count()).select_from(PEOPLE)))
 
 
+def checked_submit(group: GroupCommit[str, str], db: Database,
+                   missing: list[str]) -> Callable[[str], Awaitable[str]]:
+    """`submit`, then at once (before anything else can run a commit for the item) whether it is stored;
+    keys not stored yet go to `missing`."""
+    async def one(key: str) -> str:
+        outcome = await group.submit(key)
+        if key not in await stored(db, [key]):
+            missing.append(key)
+        return outcome
+    return one
+
+
 @pytest.mark.parametrize("concurrency", [1, 3])
 async def test_every_awaited_item_is_committed_when_its_await_returns(db: Database, concurrency: int) -> None:
     group: GroupCommit[str, str] = GroupCommit(db.writer, write_people, concurrency=concurrency)
     missing: list[str] = []
-
-    async def one(key: str) -> str:
-        outcome = await group.submit(key)
-        # Checked at once, before anything else can run a commit for this item.
-        if key not in await stored(db, [key]):
-            missing.append(key)
-        return outcome
+    one = checked_submit(group, db, missing)
 
     keys = [f"p{i:03d}" for i in range(120)]
     outcomes = await asyncio.gather(*(one(k) for k in keys))
@@ -191,12 +197,7 @@ async def test_a_writer_with_its_own_transaction_commits_before_its_waiters_retu
 
     group: GroupCommit[str, str] = GroupCommit(db.writer, own, own_transaction=True)
     missing: list[str] = []
-
-    async def one(key: str) -> str:
-        outcome = await group.submit(key)
-        if key not in await stored(db, [key]):
-            missing.append(key)
-        return outcome
+    one = checked_submit(group, db, missing)
 
     keys = [f"o{i:02d}" for i in range(40)] + ["refuse-me"]
     outcomes = await asyncio.gather(*(one(k) for k in keys), return_exceptions=True)
