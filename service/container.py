@@ -108,10 +108,11 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
     metrics = Metrics()
     video = VideoGateway(db, settings)
 
-    async def on_change(session: AsyncSession, meeting: m.Meeting) -> None:
+    async def on_change(session: AsyncSession, meeting: m.Meeting, new: bool) -> None:
         if meeting.conference is not None:
             await enqueue_conference(session, meeting.id)
-        await notify_invitees(session, meeting)
+        if not new:
+            await notify_invitees(session, meeting)
 
     meetings = Meetings(db, on_booking=metrics.booking, on_change=on_change, check_provider=video.check)
     accounts = [CalendarAccount(a.url, a.username, a.password, a.verify_tls) for a in settings.calendar.accounts]

@@ -5,7 +5,7 @@ import hashlib
 import uuid
 from typing import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import models as m
@@ -27,20 +27,24 @@ async def enqueue_push(session: AsyncSession, meeting_id: uuid.UUID | str, calen
 
 
 async def plan_meeting(session: AsyncSession, meeting: m.Meeting, previous_room_ids: Iterable[str] = (),
-                       previous_forum_id: uuid.UUID | None = None) -> None:
-    """Queue a push to every calendar that shows, or showed, `meeting`."""
-    urls: set[str] = set()
+                       previous_forum_id: uuid.UUID | None = None, *, new: bool = False) -> None:
+    """Queue a push to every calendar that shows, or showed, `meeting` (`new`: it has no copies yet).
+
+    The calendars come from one statement: the forums', the rooms', and those holding a copy.
+    """
     forum_ids = {meeting.forum_id} | ({previous_forum_id} if previous_forum_id else set())
-    urls.update(u for u in await session.scalars(
-        select(m.Forum.calendar_url).where(m.Forum.id.in_(forum_ids), m.Forum.calendar_url.is_not(None))))
+    parts = [select(m.Forum.calendar_url.label("url"))
+             .where(m.Forum.id.in_(forum_ids), m.Forum.calendar_url.is_not(None))]
     room_ids = {uuid.UUID(r) for r in (*meeting.room_ids, *previous_room_ids)}
     if room_ids:
-        urls.update(u for u in await session.scalars(
-            select(m.Room.calendar_url).where(m.Room.id.in_(room_ids), m.Room.calendar_url.is_not(None))))
-    # Calendars holding a copy already: a copy that should go away is removed there.
-    urls.update(await session.scalars(
-        select(m.Calendar.url).join(m.CalendarObject, m.CalendarObject.calendar_id == m.Calendar.id)
-        .where(m.CalendarObject.meeting_id == meeting.id)))
+        parts.append(select(m.Room.calendar_url.label("url"))
+                     .where(m.Room.id.in_(room_ids), m.Room.calendar_url.is_not(None)))
+    if not new:
+        # Calendars holding a copy already: a copy that should go away is removed there.
+        parts.append(select(m.Calendar.url.label("url"))
+                     .join(m.CalendarObject, m.CalendarObject.calendar_id == m.Calendar.id)
+                     .where(m.CalendarObject.meeting_id == meeting.id))
+    urls = set(await session.scalars(union_all(*parts) if len(parts) > 1 else parts[0]))
     for url in sorted(urls):
         await enqueue_push(session, meeting.id, url)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -46,7 +47,11 @@ def is_unavailable(exc: BaseException | None) -> bool:
 
 @dataclass
 class Database:
-    """A writer and a reader engine. On PostgreSQL both are the same engine.
+    """A writer and a reader engine.
+
+    On PostgreSQL both share one pool; the reader's connections run in autocommit, so a read
+    costs its statements and no BEGIN and ROLLBACK round trips. Each statement then reads its own
+    snapshot, as it does inside a READ COMMITTED transaction anyway.
 
     On SQLite every writing transaction starts with BEGIN IMMEDIATE on the one
     writer connection, so a check and the insert that depends on it cannot be
@@ -56,6 +61,8 @@ class Database:
     writer: AsyncEngine
     reader: AsyncEngine
     dialect: str
+    # Whether the reader has its own connections (SQLite) or shares the writer's pool (PostgreSQL).
+    separate_reader: bool = True
     # Called after a commit that wrote outbox jobs (wakes the worker).
     on_jobs: list[Callable[[], None]] = field(default_factory=list)
 
@@ -73,7 +80,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.writer.dispose()
-        if self.reader is not self.writer:
+        if self.separate_reader:
             await self.reader.dispose()
 
 
@@ -121,7 +128,40 @@ def create_database(url: str, *, pool_size: int = 10, echo: bool = False, connec
         reader = _sqlite_engine(url, writer=False, echo=echo)
         return Database(writer, reader, "sqlite")
     engine = create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=30,
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_timeout=30,
         connect_args={"timeout": connect_timeout, "command_timeout": command_timeout},
     )
-    return Database(engine, engine, "postgresql")
+    _ping_when_idle(engine)
+    reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return Database(engine, reader, "postgresql", separate_reader=False)
+
+
+# A pooled connection unused for longer than this is pinged before it is handed out.
+IDLE_PING_S = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Pre-ping, but only for connections that sat idle in the pool.
+
+    A connection in steady use proves itself with every statement (one that breaks is
+    invalidated with the rest of the pool by SQLAlchemy's disconnect handling); one that sat
+    idle while the server restarted or the network dropped it is found out here and replaced,
+    instead of failing the request that takes it. Pinging every checkout would cost a round trip
+    per request.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < IDLE_PING_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure means: use another connection
+            raise sa_exc.DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+        if alive is False:
+            raise sa_exc.DisconnectionError("pooled connection failed its ping")

@@ -122,7 +122,7 @@ class Meeting(Stamped, Base):
         back_populates="meeting", order_by="Session.starts_at", cascade="all, delete-orphan", lazy="selectin"
     )
     conference: Mapped["Conference | None"] = relationship(
-        back_populates="meeting", cascade="all, delete-orphan", lazy="selectin", uselist=False
+        back_populates="meeting", cascade="all, delete-orphan", lazy="joined", uselist=False
     )
 
     __table_args__ = (Index("ix_meetings_starts_at_id", "starts_at", "id"),)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -25,14 +26,27 @@ class Forbidden(Exception):
     """The token is fine, its roles are not enough (403)."""
 
 
+# Tokens verified with a fixed key, remembered until they expire (a client sends the same token
+# with every request; checking its signature again each time is the costliest part of a small
+# request). Bounded: the oldest are forgotten first.
+VERIFIED_CACHE_SIZE = 1024
+
+
 class TokenVerifier:
-    """Checks signature, algorithm, expiry, issuer and audience; the key type fixes the algorithm."""
+    """Checks signature, algorithm, expiry, issuer and audience; the key type fixes the algorithm.
+
+    A token that passed is remembered (by its exact text) with its expiry, and is accepted again
+    without decoding until then; expiry is checked on every use, with the same leeway. Only
+    tokens that passed are remembered, and only with a fixed key: with a JWKS URL the key set
+    may change, so every request is checked against it.
+    """
 
     def __init__(self, settings: Settings, secret: str) -> None:
         auth = settings.auth
         self.issuer = auth.issuer
         self.audience = auth.audience
         self.leeway = auth.leeway_s
+        self._verified: dict[str, tuple[Actor, float]] = {}
         self._jwks: jwt.PyJWKClient | None = None
         self._key: Any
         if auth.jwks_url:
@@ -51,6 +65,12 @@ class TokenVerifier:
             self.algorithms = ["HS256"]
 
     async def verify(self, token: str) -> Actor:
+        known = self._verified.get(token)
+        if known is not None:
+            actor, expires = known
+            if time.time() < expires:
+                return actor
+            del self._verified[token]
         if not token.isascii():
             # A JWT is base64url and dots; other bytes in the header would fail inside PyJWT's encode.
             raise Unauthenticated("not a JWT")
@@ -72,7 +92,12 @@ class TokenVerifier:
             roles = [roles]
         if not isinstance(roles, list) or not isinstance(claims["sub"], str):
             raise Unauthenticated("malformed roles or sub claim")
-        return Actor(claims["sub"], frozenset(r for r in roles if r in ROLES))
+        actor = Actor(claims["sub"], frozenset(r for r in roles if r in ROLES))
+        if self._jwks is None:
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = (actor, float(claims["exp"]) + self.leeway)
+        return actor
 
     def _signing_key(self, token: str) -> Any:
         assert self._jwks is not None

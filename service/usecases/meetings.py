@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,7 +61,7 @@ class Meetings:
         self,
         db: Database,
         on_booking: Callable[[str], None] = lambda outcome: None,
-        on_change: Callable[[AsyncSession, m.Meeting], Awaitable[None]] | None = None,
+        on_change: Callable[[AsyncSession, m.Meeting, bool], Awaitable[None]] | None = None,
         check_provider: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.db = db
@@ -70,10 +70,12 @@ class Meetings:
         self.on_change = on_change
         self.check_provider = check_provider
 
-    async def _changed(self, s: AsyncSession, meeting: m.Meeting, *previous: Any) -> None:
-        await plan_meeting(s, meeting, *previous)
+    async def _changed(self, s: AsyncSession, meeting: m.Meeting, *previous: Any, new: bool = False) -> None:
+        """Queue what the change means for calendars and participants; `new`: the meeting was just
+        created, so it has no calendar copies and no invitations yet."""
+        await plan_meeting(s, meeting, *previous, new=new)
         if self.on_change is not None:
-            await self.on_change(s, meeting)
+            await self.on_change(s, meeting, new)
 
     # -- reading ---------------------------------------------------------------
     async def get(self, meeting_id: uuid.UUID) -> api.MeetingOut:
@@ -98,11 +100,12 @@ class Meetings:
 
     async def busy(self, room_id: uuid.UUID, start: datetime | None, end: datetime | None) -> api.BusyList:
         async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
-            room = await uow.session.get(m.Room, room_id)
-            if room is None:
+            found = (await uow.session.execute(
+                select(m.Room.id, m.Site.timezone).outerjoin(m.Site, m.Site.id == m.Room.site_id)
+                .where(m.Room.id == room_id))).first()
+            if found is None:
                 raise NotFound(f"no room with id {room_id}")
-            site = await uow.session.get(m.Site, room.site_id)
-            zone = site.timezone if site else DEFAULT_QUERY_ZONE
+            zone = found.timezone or DEFAULT_QUERY_ZONE
             lo = to_utc(start, zone, "from") if start else now()
             hi = to_utc(end, zone, "to") if end else lo + timedelta(days=30)
             if hi <= lo:
@@ -111,7 +114,8 @@ class Meetings:
                 raise Invalid("to", "the window may span at most 366 days")
             rows = (
                 await uow.session.execute(
-                    select(m.RoomBooking, m.Meeting)
+                    select(m.RoomBooking.starts_at, m.RoomBooking.ends_at, m.RoomBooking.source,
+                           m.RoomBooking.meeting_id, m.RoomBooking.summary, m.Meeting.title)
                     .outerjoin(m.Meeting, m.Meeting.id == m.RoomBooking.meeting_id)
                     .where(
                         m.RoomBooking.room_id == room_id,
@@ -122,18 +126,19 @@ class Meetings:
                     .order_by(m.RoomBooking.starts_at)
                 )
             ).all()
+            tz = _tz(zone)
             return api.BusyList(
                 room_id=room_id,
                 items=[
                     api.BusyOut(
-                        starts_at=b.starts_at.astimezone(_tz(zone)),
-                        ends_at=b.ends_at.astimezone(_tz(zone)),
+                        starts_at=b.starts_at.astimezone(tz),
+                        ends_at=b.ends_at.astimezone(tz),
                         source=b.source,  # type: ignore[arg-type]
                         meeting_id=b.meeting_id,
-                        title=mt.title if mt else b.summary,
+                        title=b.title if b.meeting_id is not None and b.title is not None else b.summary,
                         timezone=zone,
                     )
-                    for b, mt in rows
+                    for b in rows
                 ],
             )
 
@@ -145,7 +150,7 @@ class Meetings:
             span = _span(body.starts_at, body.ends_at, zone)
             if span.end - span.start > MAX_MEETING:
                 raise Invalid("ends_at", "a meeting may last at most 31 days")
-            if await s.get(m.Forum, body.forum_id) is None:
+            if await s.scalar(select(m.Forum.id).where(m.Forum.id == body.forum_id)) is None:
                 raise Invalid("forum_id", f"no forum with id {body.forum_id}")
             rooms = await self._rooms(uow, body.room_ids)
             sessions = self._sessions(body.sessions, zone, span)
@@ -172,7 +177,7 @@ class Meetings:
             s.add(meeting)
             await s.flush()
             self._book(uow, meeting, rooms)
-            await self._changed(s, meeting)
+            await self._changed(s, meeting, new=True)
             uow.audit("created", "meeting", meeting.id, {
                 "title": meeting.title, "starts_at": span.start, "ends_at": span.end,
                 "room_ids": meeting.room_ids, "sessions": len(sessions)})
@@ -206,7 +211,7 @@ class Meetings:
                     raise Invalid("title", "may not be null")
                 changed[name] = getattr(patch, name)
         if "forum_id" in given and patch.forum_id != meeting.forum_id:
-            if patch.forum_id is None or await s.get(m.Forum, patch.forum_id) is None:
+            if patch.forum_id is None or await s.scalar(select(m.Forum.id).where(m.Forum.id == patch.forum_id)) is None:
                 raise Invalid("forum_id", f"no forum with id {patch.forum_id}")
             changed["forum_id"] = patch.forum_id
         zone = patch.timezone if "timezone" in given and patch.timezone else meeting.timezone
@@ -239,11 +244,20 @@ class Meetings:
             return views.meeting(meeting)
         if moved or "room_ids" in changed:
             await ensure_free(s, rooms, new.start, new.end, meeting.id)
-            await s.execute(
-                delete(m.RoomBooking).where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
-            )
-            await s.flush()
-            self._book(uow, meeting, rooms, new)
+            if "room_ids" in changed:
+                await s.execute(
+                    delete(m.RoomBooking).where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
+                )
+                await s.flush()
+                self._book(uow, meeting, rooms, new)
+            else:
+                # The same rooms at another time: the bookings move along, in one statement.
+                await s.execute(
+                    update(m.RoomBooking)
+                    .where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
+                    .values(starts_at=new.start, ends_at=new.end)
+                    .execution_options(synchronize_session=False)
+                )
         for name in ("title", "description", "forum_id", "timezone", "room_ids"):
             if name in changed:
                 setattr(meeting, name, changed[name])

@@ -5,7 +5,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import models as m
@@ -16,7 +16,9 @@ from service.errors import RoomConflict
 class Clash:
     room: m.Room
     booking: m.RoomBooking
-    meeting: m.Meeting | None
+    # The meeting holding the booking, when it is one of ours: its id and title.
+    meeting_id: uuid.UUID | None
+    meeting_title: str | None
 
     def as_dict(self) -> dict:
         return {
@@ -24,17 +26,15 @@ class Clash:
             "room": self.room.name,
             "booking_id": str(self.booking.id),
             "source": self.booking.source,
-            "meeting_id": str(self.meeting.id) if self.meeting else None,
-            "meeting": self.meeting.title if self.meeting else self.booking.summary,
+            "meeting_id": str(self.meeting_id) if self.meeting_id else None,
+            "meeting": self.meeting_title if self.meeting_id else self.booking.summary,
             "starts_at": self.booking.starts_at.isoformat(),
             "ends_at": self.booking.ends_at.isoformat(),
         }
 
 
-async def find_clash(
-    session: AsyncSession, room: m.Room, start: datetime, end: datetime, exclude_meeting: uuid.UUID | None = None
-) -> Clash | None:
-    """The first active booking of `room` that overlaps [start, end), if any.
+def _candidates(room_id: uuid.UUID, start: datetime, end: datetime, exclude_meeting: uuid.UUID | None) -> list[Select]:
+    """The bookings of one room that may overlap [start, end): at most one of each source.
 
     The service's own bookings of a room never overlap each other, so ordered by
     start they are also ordered by end: the latest one starting before `end` is
@@ -43,9 +43,9 @@ async def find_clash(
     overlap each other, so they get a plain range query (there are few).
     """
     own = (
-        select(m.RoomBooking)
+        select(m.RoomBooking.id)
         .where(
-            m.RoomBooking.room_id == room.id,
+            m.RoomBooking.room_id == room_id,
             m.RoomBooking.active.is_(True),
             m.RoomBooking.source == "service",
             m.RoomBooking.starts_at < end,
@@ -55,30 +55,57 @@ async def find_clash(
     )
     if exclude_meeting is not None:
         own = own.where(or_(m.RoomBooking.meeting_id.is_(None), m.RoomBooking.meeting_id != exclude_meeting))
-    hit = await session.scalar(own)
-    if hit is None or hit.ends_at <= start:
-        hit = await session.scalar(
-            select(m.RoomBooking)
-            .where(
-                m.RoomBooking.room_id == room.id,
-                m.RoomBooking.active.is_(True),
-                m.RoomBooking.source == "calendar",
-                m.RoomBooking.starts_at < end,
-                m.RoomBooking.ends_at > start,
-            )
-            .order_by(m.RoomBooking.starts_at)
-            .limit(1)
+    blocks = (
+        select(m.RoomBooking.id)
+        .where(
+            m.RoomBooking.room_id == room_id,
+            m.RoomBooking.active.is_(True),
+            m.RoomBooking.source == "calendar",
+            m.RoomBooking.starts_at < end,
+            m.RoomBooking.ends_at > start,
         )
-    if hit is None:
+        .order_by(m.RoomBooking.starts_at)
+        .limit(1)
+    )
+    # Each probe keeps its own ORDER BY and LIMIT inside a subquery (SQLite allows them
+    # in a compound SELECT no other way).
+    own_q, blocks_q = own.subquery(), blocks.subquery()
+    return [select(own_q.c.id), select(blocks_q.c.id)]
+
+
+async def find_clash(
+    session: AsyncSession, rooms: list[m.Room], start: datetime, end: datetime, exclude_meeting: uuid.UUID | None = None
+) -> Clash | None:
+    """The first active booking of any of `rooms` that overlaps [start, end), if any.
+
+    One statement for all rooms: each room's probes (see `_candidates`) in a UNION ALL,
+    the holding meeting's title joined in.
+    """
+    if not rooms:
         return None
-    holder = await session.get(m.Meeting, hit.meeting_id) if hit.meeting_id else None
-    return Clash(room, hit, holder)
+    ordered = sorted(rooms, key=lambda r: r.id)
+    probes = [q for room in ordered for q in _candidates(room.id, start, end, exclude_meeting)]
+    rows = (
+        await session.execute(
+            select(m.RoomBooking, m.Meeting.title)
+            .outerjoin(m.Meeting, m.Meeting.id == m.RoomBooking.meeting_id)
+            .where(m.RoomBooking.id.in_(union_all(*probes).scalar_subquery()))
+        )
+    ).all()
+    hits = [(b, title) for b, title in rows if b.starts_at < end and b.ends_at > start]
+    if not hits:
+        return None
+    rank = {room.id: i for i, room in enumerate(ordered)}
+    booking, title = min(hits, key=lambda h: (rank[h[0].room_id], h[0].source != "service", h[0].starts_at))
+    room = next(r for r in ordered if r.id == booking.room_id)
+    holder = booking.meeting_id if title is not None else None
+    return Clash(room, booking, holder, title)
 
 
 def clash_error(clash: Clash) -> RoomConflict:
     holder = (
-        f"meeting {clash.meeting.title!r} ({clash.meeting.id})"
-        if clash.meeting
+        f"meeting {clash.meeting_title!r} ({clash.meeting_id})"
+        if clash.meeting_id
         else f"an event in the room's calendar ({clash.booking.summary or 'busy'})"
     )
     return RoomConflict(
@@ -92,7 +119,6 @@ async def ensure_free(
     session: AsyncSession, rooms: list[m.Room], start: datetime, end: datetime, exclude_meeting: uuid.UUID | None
 ) -> None:
     """Raise RoomConflict naming the room and its holder if any of `rooms` is taken."""
-    for room in sorted(rooms, key=lambda r: r.id):
-        clash = await find_clash(session, room, start, end, exclude_meeting)
-        if clash is not None:
-            raise clash_error(clash)
+    clash = await find_clash(session, rooms, start, end, exclude_meeting)
+    if clash is not None:
+        raise clash_error(clash)
