@@ -111,9 +111,11 @@ class CalendarConnector(Protocol):
         spares fetching objects the caller already has (our own writes coming back) and, on a full
         listing, lets the connector name the deleted hrefs.
 
-        With a token: one RFC 6578 sync-collection REPORT (repeated while the server truncates it),
-        then one calendar-multiget for the changed hrefs whose ETag differs from `known` (one per
-        1000 hrefs, so in practice one). An href listed but gone by the multiget counts as deleted.
+        With a token: one RFC 6578 sync-collection REPORT (repeated while the server truncates it)
+        asking for each changed object's ETag and calendar-data; then, for the changed hrefs whose
+        ETag differs from `known` and whose data the server did not send along (not every server
+        does), one calendar-multiget (one per 1000 hrefs, so in practice one). An href listed but
+        gone by the multiget counts as deleted.
         Without a token, or when the server refuses it (forgotten or invalid token: 403/409/412 with
         DAV:valid-sync-token, or any other refusal) or cannot sync at all: a full listing (a
         sync-collection from an empty token, else PROPFIND Depth 1 for the ETags), then a multiget of

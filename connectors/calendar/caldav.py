@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from caldav.aio import AsyncDAVClient, DAVResponse
@@ -66,11 +66,13 @@ def quoted_etag(etag: str) -> str:
 
 @dataclass
 class _Listing:
-    """Hrefs with their ETags (None: not reported), hrefs deleted, and the token after them."""
+    """Hrefs with their ETags (None: not reported), hrefs deleted, and the token after them; with
+    the data of the objects whose data the server sent along (an incremental sync asks for it)."""
 
     etags: dict[str, str | None]
     deleted: list[str]
     sync_token: str | None
+    data: dict[str, bytes] = field(default_factory=dict)
 
 
 class _TokenRefused(Exception):
@@ -190,7 +192,10 @@ class CaldavConnector:
         try:
             if sync_token is None:
                 raise _TokenRefused()
-            listing = await self._sync(url, sync_token)
+            # The change set since a token is small: its data comes with the listing where the
+            # server sends it (Radicale does; Xandikos answers 404 for the property), and only the
+            # rest is fetched by multiget. A listing from no token holds every object: ETags only.
+            listing = await self._sync(url, sync_token, with_data=True)
         except _TokenRefused:
             full = True
             listing = await self._full_listing(url)
@@ -198,7 +203,10 @@ class CaldavConnector:
         if full:
             deleted |= known.keys() - listing.etags.keys()
         wanted = [h for h, etag in listing.etags.items() if etag is None or known.get(h) != etag]
-        changed = await self.multiget(url, wanted) if wanted else []
+        changed = [RemoteObject(h, listing.etags[h], listing.data[h]) for h in wanted if h in listing.data]
+        missing = [h for h in wanted if h not in listing.data]
+        if missing:
+            changed += await self.multiget(url, missing)
         # An href listed but gone by the time of the multiget was deleted in between.
         fetched = {o.href for o in changed}
         deleted |= {h for h in wanted if h not in fetched and (h in known or not full)}
@@ -244,31 +252,38 @@ class CaldavConnector:
 
         return await self._transport.call(url, "PROPFIND", propfind)
 
-    async def _sync(self, url: str, sync_token: str | None) -> _Listing:
-        """RFC 6578 sync-collection from `sync_token` ("" for everything), following truncation.
+    async def _sync(self, url: str, sync_token: str | None, with_data: bool = False) -> _Listing:
+        """RFC 6578 sync-collection from `sync_token` ("" for everything), following truncation;
+        `with_data` asks for the objects' calendar-data too.
 
         Raises _TokenRefused when the server will not sync from it: that covers a forgotten or
         invalid token (403 on Radicale, 412 on Xandikos, 409 elsewhere, with DAV:valid-sync-token)
         and servers without the report (400/403/405/501).
         """
         etags: dict[str, str | None] = {}
+        data: dict[str, bytes] = {}
         deleted: set[str] = set()
         token = sync_token
         for _ in range(_MAX_SYNC_PAGES):
-            page, token, truncated = await self._sync_page(url, token)
+            page, token, truncated = await self._sync_page(url, token, with_data)
             for href, etag in page.etags.items():
                 etags[href] = etag
+                data.pop(href, None)
                 deleted.discard(href)
+            data.update(page.data)
             for href in page.deleted:
                 etags.pop(href, None)
+                data.pop(href, None)
                 deleted.add(href)
             if not truncated:
-                return _Listing(etags, sorted(deleted), token)
+                return _Listing(etags, sorted(deleted), token, data)
         raise _TokenRefused()
 
-    async def _sync_page(self, url: str, sync_token: str | None) -> tuple[_Listing, str, bool]:
+    async def _sync_page(self, url: str, sync_token: str | None, with_data: bool = False) -> tuple[_Listing, str, bool]:
+        props = [_GETETAG, _CALENDAR_DATA] if with_data else [_GETETAG]
+
         async def report(client: AsyncDAVClient) -> tuple[_Listing, str | None, bool]:
-            response = await client.sync_collection(url, sync_token=sync_token or "", props=["{DAV:}getetag"])
+            response = await client.sync_collection(url, sync_token=sync_token or "", props=props)
             return self._parse_sync(url, response)
 
         try:
@@ -288,13 +303,16 @@ class CaldavConnector:
         raise_for_status(response, url, "REPORT sync-collection")
         result = response.parse_sync_collection()
         own = canonical_path(urlsplit(url).path).rstrip("/")
-        etags = {}
+        etags, data = {}, {}
         for item in result.changed:
             href = canonical_path(item.href)
             if href.rstrip("/") != own and not href.endswith("/"):
                 etags[href] = item.etag
+                # Only with an ETag: the object must be recorded as the version whose data this is.
+                if item.calendar_data and item.etag and item.status == 200:
+                    data[href] = crlf(item.calendar_data)
         deleted = [canonical_path(h) for h in result.deleted]
-        return _Listing(etags, deleted, result.sync_token), result.sync_token, result.truncated
+        return _Listing(etags, deleted, result.sync_token, data), result.sync_token, result.truncated
 
     async def ensure_calendar(self, calendar_url: str, display_name: str | None = None) -> bool:
         """MKCALENDAR unless the collection exists; True when it was created now."""
@@ -336,4 +354,6 @@ class CaldavConnector:
 
 
 _XML = 'application/xml; charset="utf-8"'
+_GETETAG = "{DAV:}getetag"
+_CALENDAR_DATA = "{urn:ietf:params:xml:ns:caldav}calendar-data"
 _CALENDAR = "{urn:ietf:params:xml:ns:caldav}calendar"

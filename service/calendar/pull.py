@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,15 +71,35 @@ class PullRules:
         self.meetings = meetings
         self.policy = policy
 
-    async def pulled(self, uow: UnitOfWork, cal: m.Calendar, seen: Sequence[Seen], deleted: Sequence[str]) -> list[str]:
+    async def pulled(self, uow: UnitOfWork, cal: m.Calendar, seen: Sequence[Seen], deleted: Sequence[str],
+                     in_flight: Collection[uuid.UUID] = ()) -> tuple[list[str], int]:
         """Apply one sync's change set in the caller's transaction: the objects changed, those
         deleted, then the clients' moves. Returns the booking outcomes ("made", "refused") for
-        the caller to count once it has committed."""
+        the caller to count once it has committed, and how many objects were held back.
+
+        `in_flight` names the meetings whose push to this calendar is running: their PUT may have
+        been answered and its ETag not yet recorded, so a changed ETag there may be our own write.
+        Such an object is held back (nothing applied, its ETag not recorded); the caller then keeps
+        the old sync token, so that the next sync sees the object again, with the push recorded."""
         known = await self.preload(uow, cal, seen, deleted)
+        held = [obj for obj in seen if self._in_flight(obj, known, in_flight)]
+        seen = [obj for obj in seen if obj not in held]
         moves = [move for obj in seen if (move := await self.changed(uow, cal, obj, known)) is not None]
         for href in deleted:
             await self.deleted(uow, cal, href, known)
-        return await self.apply_moves(uow, cal, moves)
+        return await self.apply_moves(uow, cal, moves), len(held)
+
+    @staticmethod
+    def _in_flight(seen: Seen, known: Known, in_flight: Collection[uuid.UUID]) -> bool:
+        if not in_flight:
+            return False
+        obj = known.by_href.get(seen.href)
+        if obj is None and seen.event is not None:
+            obj = known.by_uid.get(seen.event.uid)
+        if obj is None:
+            # Not recorded yet: a create in flight, whose object the pull ignores as ours anyway.
+            return False
+        return obj.meeting_id in in_flight and (obj.etag is None or obj.etag != seen.etag)
 
     async def preload(self, uow: UnitOfWork, cal: m.Calendar, seen: Sequence[Seen], deleted: Sequence[str] = ()) -> Known:
         """Our objects, their meetings, the invitations that PARTSTATs may change and the busy blocks

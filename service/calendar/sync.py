@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from connectors.calendar import CalendarConnector, CalendarError
 from schemas import api
 from service.calendar.ical import parse_event
+from service.calendar.plan import PUSH, push_key
 from service.calendar.pull import PullRules, Seen
 from service.db import models as m
 from service.db.engine import Database
@@ -76,14 +77,24 @@ class CalendarSync:
                 cal = await uow.session.get(m.Calendar, calendar_id)
                 if cal is None:
                     return 0, 0
-                outcomes = await self.rules.pulled(uow, cal, seen, changes.deleted)
-                cal.sync_token = changes.sync_token
+                outcomes, held = await self.rules.pulled(uow, cal, seen, changes.deleted,
+                                                         await self._pushes_in_flight(uow, url))
+                if not held:
+                    cal.sync_token = changes.sync_token
                 cal.last_sync_at = now()
                 cal.last_error = None
                 await uow.commit()
             for outcome in outcomes:
                 self.rules.meetings.on_booking(outcome)
             return len(changes.changed), len(changes.deleted)
+
+    @staticmethod
+    async def _pushes_in_flight(uow: UnitOfWork, url: str) -> set[uuid.UUID]:
+        """The meetings whose push to `url` a worker holds now (claimed, outcome not yet recorded)."""
+        prefix = push_key(url, "")
+        keys = await uow.session.scalars(select(m.OutboxJob.key).where(
+            m.OutboxJob.status == "running", m.OutboxJob.kind == PUSH, m.OutboxJob.key.startswith(prefix, autoescape=True)))
+        return {uuid.UUID(key[len(prefix):]) for key in keys}
 
     async def _record_error(self, calendar_id: uuid.UUID, exc: Exception) -> None:
         async with UnitOfWork(self.db, Actor("calendar-sync"), write=True) as uow:

@@ -377,6 +377,33 @@ async def test_an_href_on_another_server_is_refused_without_sending_credentials(
         await connector.get(calendar_url, "http://elsewhere.example/steal.ics")
 
 
+async def test_a_change_since_a_token_comes_with_its_data_where_the_server_sends_it(
+        caldav_server, calendar_url, caldav_proxy, outsider):
+    # Radicale sends calendar-data with the sync-collection answer: no calendar-multiget is needed
+    # (the proxy refuses it). Xandikos answers 404 for that property: its changes are fetched.
+    conn = make_connector("caldav", [CalendarAccount(caldav_proxy.origin + "/", caldav_server.username or "",
+                                                     caldav_server.password or "")], timeout=5)
+    url = caldav_proxy.url(calendar_url)
+    try:
+        uid, other = new_uid(), new_uid()
+        known = dict([await conn.put(url, u, event(u), None) for u in (uid, other)])
+        first = await conn.changes(url, None, known)
+        outsider.put(conn.object_href(url, uid), event(uid, "changed elsewhere", sequence=1))
+        if caldav_server.kind == "radicale":
+            caldav_proxy.refuse(500, "REPORT", b"calendar-multiget")
+
+        later = await conn.changes(url, first.sync_token, known)
+
+        [changed] = later.changed
+        assert (changed.href, summary_of(changed.data)) == (conn.object_href(url, uid), "changed elsewhere")
+        current = await conn.get(url, changed.href)
+        assert current is not None and (changed.etag, changed.data) == (current.etag, current.data)
+        assert not later.full and later.deleted == []
+        assert caldav_proxy.refused == []
+    finally:
+        await conn.close()
+
+
 async def test_a_server_without_sync_collection_is_listed_with_propfind(caldav_server, calendar_url, caldav_proxy, outsider):
     caldav_proxy.refuse(501, "REPORT", b"sync-collection")
     conn = make_connector("caldav", [CalendarAccount(caldav_proxy.origin + "/", caldav_server.username or "",
