@@ -27,6 +27,7 @@ import hmac
 import json
 import re
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -78,10 +79,29 @@ class HS256Signer:
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
 
     def sign(self, claims: dict[str, Any]) -> str:
-        signing_input = self._prefix + _b64(_COMPACT.encode(claims).encode())
+        return self.sign_payload(_COMPACT.encode(claims).encode())
+
+    def sign_payload(self, payload: bytes) -> str:
+        """The token for claims already serialised as `sign` serialises them."""
+        signing_input = self._prefix + _b64(payload)
         mac = self._mac.copy()
         mac.update(signing_input)
         return (signing_input + b"." + _b64(mac.digest())).decode("ascii")
+
+
+# Stands in for `iat` when a participant's claims are serialised ahead of time; it cannot occur
+# elsewhere in the JSON (inside a string every quote is escaped).
+_IAT_MARK = ',"iat":0,'
+_TEMPLATES_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A participant's personal URL for one room and meeting time, all but its `iat`."""
+
+    url: str  # up to and including ``?jwt=``
+    head: bytes  # the claims' JSON up to ``"iat":``
+    tail: bytes  # and from the comma after it
 
 
 def room_name(room_key: str) -> str:
@@ -118,6 +138,7 @@ class JitsiProvider:
         self._webhook_token = webhook_token
         self._key: Any = None
         self._signer: HS256Signer | None = None
+        self._templates: dict[tuple[Any, ...], _Template] = {}
         if algorithm == "HS256":
             if not app_secret:
                 raise ValueError("video.jitsi app_secret is needed for HS256")
@@ -156,6 +177,15 @@ class JitsiProvider:
 
     def token(self, meeting: MeetingInfo, room: str, participant: Participant, now: datetime) -> str:
         """The participant's JWT for `room` (see the module docstring for the rules it follows)."""
+        claims = self._claims(meeting, room, participant, seconds(now))
+        if self._signer is not None:
+            return self._signer.sign(claims)
+        headers = {"typ": "JWT"}
+        if self.kid:
+            headers["kid"] = self.kid
+        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=headers)
+
+    def _claims(self, meeting: MeetingInfo, room: str, participant: Participant, iat: int) -> dict[str, Any]:
         user: dict[str, Any] = {
             "id": participant.invitation_id,
             "name": participant.name,
@@ -170,24 +200,42 @@ class JitsiProvider:
             "aud": self.audience,
             "sub": self.subject,
             "room": room,
-            "iat": seconds(now),
+            "iat": iat,
             "nbf": seconds(meeting.starts_at - self.early),
             "exp": seconds(meeting.ends_at + self.grace),
             "context": {"user": user},
         }
-        if self._signer is not None:
-            return self._signer.sign(claims)
-        headers = {"typ": "JWT"}
-        if self.kid:
-            headers["kid"] = self.kid
-        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=headers)
+        return claims
 
     def personal_url(self, meeting: MeetingInfo, conference: ConferenceInfo, participant: Participant,
                      now: datetime) -> str:
         """``{url}/{room}?jwt=TOKEN``: valid from `early` before the start until `grace` after the end."""
+        if self._signer is None:
+            self._check_ours(conference)
+            room = conference.provider_ref
+            return f"{self.url}/{quote(room)}?jwt={self.token(meeting, room, participant, now)}"
+        # Everything but `iat` is the same for each of a participant's joins: their URL's template
+        # is kept, keyed by all it is made of, and each join signs a token with its own `iat`.
+        key = (conference.provider, conference.provider_ref, meeting.starts_at, meeting.ends_at,
+               participant.invitation_id, participant.name, participant.email, participant.moderator)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._template(key, meeting, conference, participant)
+        return template.url + self._signer.sign_payload(
+            template.head + str(seconds(now)).encode() + template.tail)
+
+    def _template(self, key: tuple[Any, ...], meeting: MeetingInfo, conference: ConferenceInfo,
+                  participant: Participant) -> _Template:
         self._check_ours(conference)
         room = conference.provider_ref
-        return f"{self.url}/{quote(room)}?jwt={self.token(meeting, room, participant, now)}"
+        head, mark, tail = _COMPACT.encode(self._claims(meeting, room, participant, 0)).partition(_IAT_MARK)
+        if not mark or _IAT_MARK in tail:
+            raise VideoRejected("the token's claims cannot be laid out")  # not reached: the keys are fixed
+        template = _Template(f"{self.url}/{quote(room)}?jwt=", (head + ',"iat":').encode(), ("," + tail).encode())
+        if len(self._templates) >= _TEMPLATES_MAX:
+            self._templates.clear()
+        self._templates[key] = template
+        return template
 
     def parse_webhook(self, request: WebhookRequest) -> list[PresenceEvent]:
         """Occupant joined/left events of the event-sync component; room events give []."""

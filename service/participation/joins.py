@@ -23,6 +23,11 @@ Durability contract
   items whose callers had not been answered yet.
 - A caller that is cancelled while it waits does not take its item back: it may still be written.
 
+A runner keeps its connection for the batches that follow one another (each within `IDLE_S` of
+the last), for at most `HOLD_S`: no check-out, check-in and reset (on SQLite a hand-over to the
+driver's thread) per batch. Then it returns the connection and lets whatever waits for the pool go
+first (on SQLite the one writer connection is shared with every other writing transaction).
+
 A batch writer may run its own transaction on the connection's driver (`own_transaction=True`):
 then it gets a connection with no transaction begun, and must commit before it returns and roll
 back before it raises; the contract above is the same. Driver errors that mean the database is out
@@ -31,7 +36,9 @@ of reach become `Unavailable` as SQLAlchemy's do.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+import logging
+import time
+from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,8 +46,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.db.engine import is_unavailable
 from service.errors import Unavailable
 
+log = logging.getLogger(__name__)
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
+# How long a runner keeps one connection for consecutive batches before it lets others have a turn.
+HOLD_S = 0.05
+# How long it keeps it when no item is waiting, for the next ones to arrive.
+IDLE_S = 0.005
 # Writes a batch inside an open transaction; returns one outcome (or an exception) per item, in order.
 BatchWriter = Callable[[AsyncConnection, Sequence[Item]], Awaitable[Sequence["Outcome | BaseException"]]]
 
@@ -64,6 +76,7 @@ class GroupCommit(Generic[Item, Outcome]):
         self._queue: list[tuple[Item, asyncio.Future[Outcome]]] = []
         self._running = 0  # runners that have not returned; counted down in the same step as they see no work
         self._tasks: set[asyncio.Task[None]] = set()  # references, so that running tasks are not collected
+        self._arrived: asyncio.Future[None] | None = None  # what a runner that waits for items awaits
         self.batches = 0  # transactions begun, for tests and metrics
         self.items = 0
 
@@ -71,6 +84,8 @@ class GroupCommit(Generic[Item, Outcome]):
         """Write `item` in the next transaction and wait for its commit (see the module's contract)."""
         waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append((item, waiter))
+        if self._arrived is not None:
+            _release(self._arrived)
         if self._running < self.concurrency:
             self._running += 1
             runner = asyncio.create_task(self._run(), name="group-commit")
@@ -93,14 +108,40 @@ class GroupCommit(Generic[Item, Outcome]):
 
     async def _drain(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             try:
-                outcomes = await self._transaction([item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every waiter of the batch gets it
-                for _, waiter in batch:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
+                conn = await self.engine.connect()
+            except Exception as exc:  # noqa: BLE001 - no connection: the next batch cannot be written
+                self._fail(self._take(), _unavailable(exc))
                 continue
+            try:
+                await self._batches(conn)
+            finally:
+                try:
+                    await conn.close()
+                except Exception:  # noqa: BLE001 - its batches are answered; the pool drops a broken connection
+                    log.warning("a group commit connection could not be returned to the pool", exc_info=True)
+            if self._queue:
+                # Another task may be waiting for the pool (on SQLite, for the one writer connection):
+                # the connection just returned is its turn before this runner takes one again.
+                await asyncio.sleep(0)
+
+    async def _batches(self, conn: AsyncConnection) -> None:
+        """Consecutive batches on one connection: no checkout, check-in and reset between them,
+        while items keep arriving, for at most `HOLD_S`."""
+        until = time.monotonic() + HOLD_S
+        while self._queue:
+            batch = self._take()
+            try:
+                outcomes = await self._transaction(conn, [item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every waiter of the batch gets it
+                self._fail(batch, exc)
+                if isinstance(exc, Unavailable) and not conn.invalidated:
+                    # The connection may be what failed: it is not handed out again.
+                    try:
+                        await conn.invalidate()
+                    except Exception:  # noqa: BLE001 - it is being dropped either way
+                        log.debug("invalidating a failed group commit connection", exc_info=True)
+                return
             except BaseException:  # cancelled (the loop is closing): the batch's fate is unknown
                 for _, waiter in batch:
                     waiter.cancel()
@@ -112,24 +153,74 @@ class GroupCommit(Generic[Item, Outcome]):
                     waiter.set_exception(outcome)
                 else:
                     waiter.set_result(outcome)
+            if time.monotonic() >= until:
+                return
+            if not self._queue:
+                # The joins just answered are usually followed by more within a millisecond or two:
+                # waiting that long keeps the connection for them instead of returning it.
+                await self._arrival(IDLE_S)
 
-    async def _transaction(self, items: list[Item]) -> Sequence[Outcome | BaseException]:
+    async def _arrival(self, timeout: float) -> None:
+        """Until an item is submitted or `timeout` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        self._arrived = arrived = loop.create_future()
+        timer = loop.call_later(timeout, _release, arrived)
+        try:
+            await arrived
+        finally:
+            timer.cancel()
+            self._arrived = None
+
+    def _take(self) -> list[tuple[Item, asyncio.Future[Outcome]]]:
+        batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+        return batch
+
+    @staticmethod
+    def _fail(batch: list[tuple[Item, asyncio.Future[Outcome]]], exc: BaseException) -> None:
+        for _, waiter in batch:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    async def _transaction(self, conn: AsyncConnection, items: list[Item]) -> Sequence[Outcome | BaseException]:
         self.batches += 1
         self.items += len(items)
         try:
-            async with (self.engine.connect() if self.own_transaction else self.engine.begin()) as conn:
+            if self.own_transaction:
                 outcomes = await self.write(conn, items)
-                if len(outcomes) != len(items):
-                    raise RuntimeError(f"the batch writer gave {len(outcomes)} outcomes for {len(items)} items")
+            else:
+                async with conn.begin():
+                    outcomes = await self.write(conn, items)
+                    _check_count(outcomes, items)  # before the commit: the batch is rolled back
+            _check_count(outcomes, items)
             return outcomes
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise Unavailable("the database cannot be reached; try again shortly") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise Unavailable("the database connection was lost; try again shortly") from exc
-            raise
         except Exception as exc:
-            # What a driver raises directly (a writer of its own transaction): refused, reset, timed out.
-            if is_unavailable(exc):
-                raise Unavailable("the database cannot be reached; try again shortly") from exc
-            raise
+            mapped = _unavailable(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _check_count(outcomes: Sequence[Any], items: Sequence[Any]) -> None:
+    if len(outcomes) != len(items):
+        raise RuntimeError(f"the batch writer gave {len(outcomes)} outcomes for {len(items)} items")
+
+
+def _unavailable(exc: Exception) -> Exception:
+    """`exc`, or `Unavailable` when it means the database is out of reach."""
+    if isinstance(exc, Unavailable):
+        return exc
+    if isinstance(exc, (OperationalError, InterfaceError, OSError)):
+        return Unavailable("the database cannot be reached; try again shortly")
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return Unavailable("the database connection was lost; try again shortly")
+        return exc
+    # What a driver raises directly (a writer of its own transaction): refused, reset, timed out.
+    if is_unavailable(exc):
+        return Unavailable("the database cannot be reached; try again shortly")
+    return exc

@@ -35,6 +35,8 @@ class Poisoned(Exception):
 async def db(database_url: str) -> Any:
     database = create_database(database_url)
     yield database
+    # A runner keeps its connection for a moment after its last batch: it returns it before the pool closes.
+    await asyncio.gather(*(t for t in asyncio.all_tasks() if t.get_name() == "group-commit"), return_exceptions=True)
     await database.dispose()
 
 
@@ -206,3 +208,27 @@ async def test_a_writer_with_its_own_transaction_commits_before_its_waiters_retu
     poisoned = await asyncio.gather(*(group.submit(k) for k in ("q1", "q2", "poison")), return_exceptions=True)
     assert all(isinstance(r, Poisoned) for r in poisoned)
     assert await stored(db, ["q1", "q2", "poison"]) == set()
+
+
+async def test_another_writer_gets_its_turn_while_items_keep_arriving(db: Database) -> None:
+    group: GroupCommit[str, str] = GroupCommit(db.writer, write_people)
+    other_done = asyncio.Event()
+    submitted = 0
+
+    async def keep_submitting(lane: int) -> None:
+        nonlocal submitted
+        while not other_done.is_set() and submitted < 20_000:
+            submitted += 1
+            await group.submit(f"k{lane}-{submitted}")
+
+    async def other_writer() -> None:
+        await asyncio.sleep(0.01)  # the joins' runner holds the connection by now
+        async with db.writer.begin() as conn:
+            await conn.execute(insert(PEOPLE), [person("other")])
+        other_done.set()
+
+    await asyncio.gather(*(keep_submitting(i) for i in range(20)), other_writer())
+    assert await stored(db, ["other"]) == {"other"}
+    # It was not left waiting until the items stopped coming.
+    assert submitted < 20_000
+    assert group.batches > 1

@@ -397,3 +397,30 @@ def test_hs256_tokens_are_what_pyjwt_makes_and_decode_to_the_same_claims(kid, na
 def test_an_hs256_secret_that_is_a_public_key_or_a_jwk_is_refused_when_configured(secret):
     with pytest.raises(ValueError, match="app_secret"):
         provider(app_secret=secret)
+
+
+def decoded(url: str) -> dict:
+    return jwt.decode(split(url)[1], SECRET, algorithms=["HS256"], audience="forumbridge",
+                      options={"verify_exp": False, "verify_nbf": False, "verify_iat": False})
+
+
+async def test_each_personal_url_is_signed_at_its_own_time_and_follows_what_it_is_made_of():
+    p = provider()
+    m = meeting()
+    conference = await p.create(m)
+    first = p.personal_url(m, conference, expert(), START - timedelta(hours=1))
+    later = p.personal_url(m, conference, expert(), START + timedelta(minutes=5))
+    assert decoded(first)["iat"] == int((START - timedelta(hours=1)).timestamp())
+    assert decoded(later)["iat"] == int((START + timedelta(minutes=5)).timestamp())
+    # The same as a URL made from scratch by a provider that has made none before.
+    assert later == provider().personal_url(m, conference, expert(), START + timedelta(minutes=5))
+    renamed = Participant(invitation_id=INVITATION, name="Åsa Öberg-Lind", email="asa.lind@region.example")
+    assert decoded(p.personal_url(m, conference, renamed, START))["context"]["user"] == {
+        "id": INVITATION, "name": "Åsa Öberg-Lind", "email": "asa.lind@region.example", "moderator": False}
+    assert decoded(p.personal_url(m, conference, expert(moderator=True), START))["context"]["user"]["moderator"] is True
+    moved = MeetingInfo(meeting_id=m.meeting_id, title=m.title, starts_at=START + timedelta(days=1),
+                        ends_at=END + timedelta(days=1), room_key=m.room_key, forum_id=m.forum_id)
+    assert decoded(p.personal_url(moved, conference, expert(), START))["exp"] == \
+        int((END + timedelta(days=1, minutes=30)).timestamp())
+    with pytest.raises(VideoRejected):
+        p.personal_url(m, ConferenceInfo("jitsi", "Not A Room!"), expert(), START)
