@@ -65,6 +65,13 @@ class Known:
     invitations: dict[uuid.UUID, list[tuple[m.Invitation, m.Person]]] = field(default_factory=dict)
     blocks: dict[str, m.RoomBooking] = field(default_factory=dict)
 
+    def ours(self, seen: Seen) -> m.CalendarObject | None:
+        """Our record of a seen object: by its href, else by its UID (moved to another href)."""
+        obj = self.by_href.get(seen.href)
+        if obj is None and seen.event is not None:
+            obj = self.by_uid.get(seen.event.uid)
+        return obj
+
 
 class PullRules:
     def __init__(self, meetings: Meetings, policy: str) -> None:
@@ -93,9 +100,7 @@ class PullRules:
     def _in_flight(seen: Seen, known: Known, in_flight: Collection[uuid.UUID]) -> bool:
         if not in_flight:
             return False
-        obj = known.by_href.get(seen.href)
-        if obj is None and seen.event is not None:
-            obj = known.by_uid.get(seen.event.uid)
+        obj = known.ours(seen)
         if obj is None:
             # Not recorded yet: a create in flight, whose object the pull ignores as ours anyway.
             return False
@@ -138,9 +143,7 @@ class PullRules:
         """One object as seen in the calendar; a client's move of our event is returned for `apply_moves`."""
         if known is None:
             known = await self.preload(uow, cal, [seen])
-        obj = known.by_href.get(seen.href)
-        if obj is None and seen.event is not None:
-            obj = known.by_uid.get(seen.event.uid)
+        obj = known.ours(seen)
         if obj is not None:
             if obj.etag is not None and obj.etag == seen.etag:
                 return None  # our own write

@@ -187,11 +187,11 @@ class GroupCommit(Generic[Item, Outcome]):
         try:
             if self.own_transaction:
                 outcomes = await self.write(conn, items)
+                _check_count(outcomes, items)
             else:
                 async with conn.begin():
                     outcomes = await self.write(conn, items)
                     _check_count(outcomes, items)  # before the commit: the batch is rolled back
-            _check_count(outcomes, items)
             return outcomes
         except Exception as exc:
             mapped = _unavailable(exc)

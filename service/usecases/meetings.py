@@ -135,7 +135,7 @@ class Meetings:
                         ends_at=b.ends_at.astimezone(tz),
                         source=b.source,  # type: ignore[arg-type]
                         meeting_id=b.meeting_id,
-                        title=b.title if b.meeting_id is not None and b.title is not None else b.summary,
+                        title=b.title if b.title is not None else b.summary,  # a title only where a meeting holds it
                         timezone=zone,
                     )
                     for b in rows
@@ -150,7 +150,7 @@ class Meetings:
             span = _span(body.starts_at, body.ends_at, zone)
             if span.end - span.start > MAX_MEETING:
                 raise Invalid("ends_at", "a meeting may last at most 31 days")
-            if await s.scalar(select(m.Forum.id).where(m.Forum.id == body.forum_id)) is None:
+            if not await _forum_exists(s, body.forum_id):
                 raise Invalid("forum_id", f"no forum with id {body.forum_id}")
             rooms = await self._rooms(uow, body.room_ids)
             sessions = self._sessions(body.sessions, zone, span)
@@ -211,7 +211,7 @@ class Meetings:
                     raise Invalid("title", "may not be null")
                 changed[name] = getattr(patch, name)
         if "forum_id" in given and patch.forum_id != meeting.forum_id:
-            if patch.forum_id is None or await s.scalar(select(m.Forum.id).where(m.Forum.id == patch.forum_id)) is None:
+            if patch.forum_id is None or not await _forum_exists(s, patch.forum_id):
                 raise Invalid("forum_id", f"no forum with id {patch.forum_id}")
             changed["forum_id"] = patch.forum_id
         zone = patch.timezone if "timezone" in given and patch.timezone else meeting.timezone
@@ -446,6 +446,10 @@ class Meetings:
             uow.session.add(
                 m.RoomBooking(room_id=room.id, meeting_id=meeting.id, starts_at=start, ends_at=end, source="service")
             )
+
+
+async def _forum_exists(s: AsyncSession, forum_id: uuid.UUID) -> bool:
+    return await s.scalar(select(m.Forum.id).where(m.Forum.id == forum_id)) is not None
 
 
 def _tz(zone: str):  # noqa: ANN202

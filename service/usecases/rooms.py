@@ -42,31 +42,18 @@ def _candidates(room_id: uuid.UUID, start: datetime, end: datetime, exclude_meet
     probe however many bookings the room has. Busy blocks from calendars may
     overlap each other, so they get a plain range query (there are few).
     """
-    own = (
-        select(m.RoomBooking.id)
-        .where(
+    def starting_before_end(source: str) -> Select:
+        return select(m.RoomBooking.id).where(
             m.RoomBooking.room_id == room_id,
             m.RoomBooking.active.is_(True),
-            m.RoomBooking.source == "service",
+            m.RoomBooking.source == source,
             m.RoomBooking.starts_at < end,
-        )
-        .order_by(m.RoomBooking.starts_at.desc())
-        .limit(1)
-    )
+        ).limit(1)
+
+    own = starting_before_end("service").order_by(m.RoomBooking.starts_at.desc())
     if exclude_meeting is not None:
         own = own.where(or_(m.RoomBooking.meeting_id.is_(None), m.RoomBooking.meeting_id != exclude_meeting))
-    blocks = (
-        select(m.RoomBooking.id)
-        .where(
-            m.RoomBooking.room_id == room_id,
-            m.RoomBooking.active.is_(True),
-            m.RoomBooking.source == "calendar",
-            m.RoomBooking.starts_at < end,
-            m.RoomBooking.ends_at > start,
-        )
-        .order_by(m.RoomBooking.starts_at)
-        .limit(1)
-    )
+    blocks = starting_before_end("calendar").where(m.RoomBooking.ends_at > start).order_by(m.RoomBooking.starts_at)
     # Each probe keeps its own ORDER BY and LIMIT inside a subquery (SQLite allows them
     # in a compound SELECT no other way).
     own_q, blocks_q = own.subquery(), blocks.subquery()

@@ -35,6 +35,12 @@ def event(uid: str, summary: str = "Forummöte", sequence: int = 0) -> bytes:
     ).encode("utf-8")
 
 
+def through_proxy(server: CaldavServer, proxy) -> CaldavConnector:  # noqa: ANN001
+    """A connector whose account is the proxy in front of `server`, with the server's credentials."""
+    return make_connector("caldav", [CalendarAccount(proxy.origin + "/", server.username or "", server.password or "")],
+                          timeout=5)
+
+
 def new_uid() -> str:
     return f"{uuid.uuid4()}@forumbridge"
 
@@ -381,8 +387,7 @@ async def test_a_change_since_a_token_comes_with_its_data_where_the_server_sends
         caldav_server, calendar_url, caldav_proxy, outsider):
     # Radicale sends calendar-data with the sync-collection answer: no calendar-multiget is needed
     # (the proxy refuses it). Xandikos answers 404 for that property: its changes are fetched.
-    conn = make_connector("caldav", [CalendarAccount(caldav_proxy.origin + "/", caldav_server.username or "",
-                                                     caldav_server.password or "")], timeout=5)
+    conn = through_proxy(caldav_server, caldav_proxy)
     url = caldav_proxy.url(calendar_url)
     try:
         uid, other = new_uid(), new_uid()
@@ -406,8 +411,7 @@ async def test_a_change_since_a_token_comes_with_its_data_where_the_server_sends
 
 async def test_a_server_without_sync_collection_is_listed_with_propfind(caldav_server, calendar_url, caldav_proxy, outsider):
     caldav_proxy.refuse(501, "REPORT", b"sync-collection")
-    conn = make_connector("caldav", [CalendarAccount(caldav_proxy.origin + "/", caldav_server.username or "",
-                                                     caldav_server.password or "")], timeout=5)
+    conn = through_proxy(caldav_server, caldav_proxy)
     url = caldav_proxy.url(calendar_url)
     try:
         kept, removed = new_uid(), new_uid()
@@ -443,8 +447,7 @@ async def test_a_server_without_sync_collection_is_listed_with_propfind(caldav_s
 ])
 async def test_a_failed_put_raises_the_error_its_status_means(caldav_server, calendar_url, caldav_proxy, status, error):
     caldav_proxy.refuse(status, "PUT")
-    conn = make_connector("caldav", [CalendarAccount(caldav_proxy.origin + "/", caldav_server.username or "",
-                                                     caldav_server.password or "")], timeout=5)
+    conn = through_proxy(caldav_server, caldav_proxy)
     try:
         with pytest.raises(error) as raised:
             await conn.put(caldav_proxy.url(calendar_url), "uid-1", event("uid-1"), None)
@@ -461,8 +464,7 @@ async def test_a_failed_put_raises_the_error_its_status_means(caldav_server, cal
 async def test_a_failed_sync_report_is_not_taken_for_a_forgotten_token(caldav_server, calendar_url, caldav_proxy, status, error):
     caldav_proxy.refuse(status, "REPORT")
     caldav_proxy.refuse(status, "PROPFIND")
-    conn = make_connector("caldav", [CalendarAccount(caldav_proxy.origin + "/", caldav_server.username or "",
-                                                     caldav_server.password or "")], timeout=5)
+    conn = through_proxy(caldav_server, caldav_proxy)
     try:
         with pytest.raises(error):
             await conn.changes(caldav_proxy.url(calendar_url), "some-token")
