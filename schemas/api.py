@@ -390,7 +390,8 @@ class SyncResult(BaseModel):
     changed: int
     deleted: int
     errors: list[str]
-    jobs_run: int
+    jobs_run: int = Field(description="Outbox jobs run by this request; it claims jobs for at most 20 s, and what is "
+                                      "left stays pending for the background worker (`GET /api/v1/calendars`)")
 
 
 class OutboxJobOut(BaseModel):

@@ -97,11 +97,17 @@ class Services:
         await stop_step("the video connectors", self.video.close())
 
     async def sync_now(self) -> api.SyncResult:
-        """Pull every calendar, then run what that and earlier changes queued."""
+        """Pull every calendar, then run what that and earlier changes queued, claiming jobs for at
+        most `SYNC_NOW_JOBS_S`: what is left stays pending for the worker (see /api/v1/calendars)."""
         await retry_now(self.db)
-        result = await self.calendar_sync.sync_all()
-        result.jobs_run = await self.outbox.run_once()
+        result = await self.calendar_sync.sync_all(reread=True)
+        result.jobs_run = await self.outbox.run_once(budget_s=SYNC_NOW_JOBS_S)
         return result
+
+
+# How long an on-demand sync claims outbox jobs before it answers; jobs that wait for a server that
+# does not answer would otherwise keep the request open for as long as they pile up.
+SYNC_NOW_JOBS_S = 20.0
 
 
 def build_services(settings: Settings, db: Database, secret: str) -> Services:

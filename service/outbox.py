@@ -222,8 +222,12 @@ class OutboxWorker:
             except asyncio.CancelledError:
                 pass
 
-    async def run_once(self) -> int:
+    async def run_once(self, budget_s: float | None = None) -> int:
         """Run every job that is due now, up to `concurrency` at a time; returns how many ran.
+
+        With `budget_s`, no job is claimed after that many seconds: the jobs already claimed run to
+        their end and the rest stay pending for the worker (an on-demand sync answers in bounded
+        time however many jobs wait for a server that does not answer).
 
         The jobs in flight always hold distinct keys: a claim hands out at most one job per key and
         none whose key has a job running (leased), and a job stays "running" until its outcome is
@@ -241,6 +245,7 @@ class OutboxWorker:
         more = True
         claimed_at = self.wake.calls
         failure: BaseException | None = None
+        deadline = None if budget_s is None else asyncio.get_running_loop().time() + budget_s
         await self._record_late()
 
         def start_claimed() -> None:
@@ -250,7 +255,10 @@ class OutboxWorker:
 
         async def start_more() -> None:
             nonlocal more, failure, claimed_at
-            if failure is None and (more or self.wake.calls != claimed_at) and not queue \
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                more = False
+                claimed_at = self.wake.calls
+            elif failure is None and (more or self.wake.calls != claimed_at) and not queue \
                     and len(running) < self.concurrency:
                 claimed_at = self.wake.calls
                 try:

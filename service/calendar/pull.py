@@ -6,8 +6,9 @@
 - Our event deleted or cancelled in a client: written back (the secretariat
   cancels through the service).
 - An attendee's PARTSTAT changed: the invitation's RSVP follows.
-- Someone else's event in a room calendar: a busy block for the room; a clash
-  with one of our bookings is recorded as a conflict, never dropped.
+- Someone else's event in a room calendar: a busy block for the room (one per
+  occurrence of a recurring event, in the window the parse reads); a clash with
+  one of our bookings is recorded as a conflict, never dropped.
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class Known:
     by_uid: dict[str, m.CalendarObject] = field(default_factory=dict)
     meetings: dict[uuid.UUID, m.Meeting] = field(default_factory=dict)
     invitations: dict[uuid.UUID, list[tuple[m.Invitation, m.Person]]] = field(default_factory=dict)
-    blocks: dict[str, m.RoomBooking] = field(default_factory=dict)
+    # Busy blocks by the href of their event: one per occurrence of a recurring event.
+    blocks: dict[str, list[m.RoomBooking]] = field(default_factory=dict)
 
     def ours(self, seen: Seen) -> m.CalendarObject | None:
         """Our record of a seen object: by its href, else by its UID (moved to another href)."""
@@ -135,8 +137,10 @@ class PullRules:
                 for inv, person in rows:
                     known.invitations.setdefault(inv.meeting_id, []).append((inv, person))
         if cal.purpose == "room":
-            known.blocks = {b.external_href: b for b in await s.scalars(select(m.RoomBooking).where(
-                m.RoomBooking.calendar_id == cal.id, m.RoomBooking.external_href.in_(hrefs)))}
+            for b in await s.scalars(select(m.RoomBooking).where(
+                    m.RoomBooking.calendar_id == cal.id, m.RoomBooking.external_href.in_(hrefs))
+                    .order_by(m.RoomBooking.starts_at)):
+                known.blocks.setdefault(b.external_href, []).append(b)
         return known
 
     async def changed(self, uow: UnitOfWork, cal: m.Calendar, seen: Seen, known: Known | None = None) -> Move | None:
@@ -169,11 +173,12 @@ class PullRules:
                 await enqueue_push(s, meeting.id, cal.url)
                 uow.audit("calendar_delete_seen", "meeting", meeting.id, {"calendar": cal.url, "href": href})
             return
-        block = known.blocks.pop(href, None)
-        if block is not None:
-            await self._resolve(s, block)
-            await s.delete(block)
-            uow.audit("busy_block_removed", "room", block.room_id, {"calendar": cal.url, "uid": block.external_uid})
+        blocks = known.blocks.pop(href, [])
+        if blocks:
+            await self._resolve(s, blocks[0])
+            for block in blocks:
+                await s.delete(block)
+            uow.audit("busy_block_removed", "room", blocks[0].room_id, {"calendar": cal.url, "uid": blocks[0].external_uid})
 
     async def apply_moves(self, uow: UnitOfWork, cal: m.Calendar, moves: Sequence[Move]) -> list[str]:
         """Clients moved our events: reschedule each with the booking rules, or write ours back.
@@ -284,46 +289,65 @@ class PullRules:
 
     # -- other people's events in room calendars ------------------------------------
     async def _busy_block(self, uow: UnitOfWork, cal: m.Calendar, seen: Seen, known: Known) -> None:
+        """Someone else's event in a room calendar holds the room: one block per span of it (each
+        occurrence of a recurring event in the window its parse reads), following the event."""
         s = uow.session
-        block = known.blocks.get(seen.href)
+        blocks = known.blocks.get(seen.href, [])
         ev = seen.event
         blocking = ev is not None and ev.status != "CANCELLED" and ev.transp != "TRANSPARENT"
-        if not blocking:
-            if block is not None:
-                await self._resolve(s, block)
-                await s.delete(block)
+        spans = ev.spans() if ev is not None and blocking else []
+        if not spans:
+            if blocks:
+                await self._resolve(s, blocks[0])
+                for block in blocks:
+                    await s.delete(block)
                 known.blocks.pop(seen.href, None)
                 uow.audit("busy_block_removed", "room", cal.owner_id, {"calendar": cal.url, "href": seen.href})
             return
         assert ev is not None
-        if block is None:
-            block = m.RoomBooking(room_id=cal.owner_id, source="calendar", calendar_id=cal.id, active=True,
-                                  external_href=seen.href, external_etag=seen.etag)
-            s.add(block)
-            known.blocks[seen.href] = block
-            action = "busy_block_added"
-        elif (block.starts_at, block.ends_at) == (ev.starts_at, ev.ends_at):
-            block.external_etag = seen.etag
+        if [(b.starts_at, b.ends_at) for b in blocks] == spans:
+            for block in blocks:
+                block.external_etag = seen.etag
             return
-        else:
-            action = "busy_block_moved"
-        block.starts_at, block.ends_at, block.external_etag = ev.starts_at, ev.ends_at, seen.etag
-        block.external_uid, block.summary = ev.uid, (ev.summary or "")[:500] or None
+        action = "busy_block_moved" if blocks else "busy_block_added"
+        kept: list[m.RoomBooking] = []
+        for i, (starts_at, ends_at) in enumerate(spans):
+            if i < len(blocks):
+                block = blocks[i]
+            else:
+                block = m.RoomBooking(room_id=cal.owner_id, source="calendar", calendar_id=cal.id, active=True,
+                                      external_href=seen.href)
+                s.add(block)
+            block.starts_at, block.ends_at, block.external_etag = starts_at, ends_at, seen.etag
+            block.external_uid, block.summary = ev.uid, (ev.summary or "")[:500] or None
+            kept.append(block)
+        for block in blocks[len(spans):]:
+            await s.delete(block)
+        known.blocks[seen.href] = kept
         await s.flush()
-        uow.audit(action, "room", cal.owner_id, {"calendar": cal.url, "uid": ev.uid, "starts_at": ev.starts_at,
-                                                 "ends_at": ev.ends_at})
-        await self._record_clashes(uow, cal, block)
+        detail = {"calendar": cal.url, "uid": ev.uid, "starts_at": spans[0][0], "ends_at": spans[0][1]}
+        if ev.occurrences is not None:
+            detail |= {"occurrences": len(spans), "last_ends_at": spans[-1][1]}
+        uow.audit(action, "room", cal.owner_id, detail)
+        await self._record_clashes(uow, cal, kept)
 
-    async def _record_clashes(self, uow: UnitOfWork, cal: m.Calendar, block: m.RoomBooking) -> None:
+    async def _record_clashes(self, uow: UnitOfWork, cal: m.Calendar, blocks: Sequence[m.RoomBooking]) -> None:
+        """A conflict for each booking of ours that one of an event's blocks overlaps (one query)."""
         s = uow.session
-        await self._resolve(s, block)
-        clashes = (await s.execute(
+        first = blocks[0]
+        await self._resolve(s, first)
+        rows = (await s.execute(
             select(m.RoomBooking, m.Meeting).join(m.Meeting, m.Meeting.id == m.RoomBooking.meeting_id).where(
-                m.RoomBooking.room_id == block.room_id, m.RoomBooking.active.is_(True),
-                m.RoomBooking.source == "service", m.RoomBooking.starts_at < block.ends_at,
-                m.RoomBooking.ends_at > block.starts_at))).all()
-        room = await s.get(m.Room, block.room_id)
-        for booking, meeting in clashes:
+                m.RoomBooking.room_id == first.room_id, m.RoomBooking.active.is_(True),
+                m.RoomBooking.source == "service", m.RoomBooking.starts_at < max(b.ends_at for b in blocks),
+                m.RoomBooking.ends_at > min(b.starts_at for b in blocks)))).all()
+        if not rows:
+            return
+        room = await s.get(m.Room, first.room_id)
+        for booking, meeting in rows:
+            block = next((b for b in blocks if b.starts_at < booking.ends_at and b.ends_at > booking.starts_at), None)
+            if block is None:
+                continue  # between two occurrences
             s.add(m.Conflict(
                 room_id=block.room_id, meeting_id=meeting.id, calendar_id=cal.id, external_uid=block.external_uid,
                 kind="calendar_event_overlaps_booking",

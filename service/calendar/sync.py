@@ -5,13 +5,16 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
+from datetime import timedelta
 from typing import AsyncIterator
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from connectors.calendar import CalendarConnector, CalendarError
 from schemas import api
+from service.calendar._parse import RECUR_AFTER
 from service.calendar.ical import parse_event
 from service.calendar.plan import PUSH, push_key
 from service.calendar.pull import PullRules, Seen
@@ -21,6 +24,11 @@ from service.timeutil import now
 from service.usecases.base import Actor, UnitOfWork
 
 log = logging.getLogger("forumbridge.calendar")
+# A recurring event's busy blocks reach two years past the sync that read it. A series whose last
+# block ends sooner than this before that horizon is read again (it may go on beyond), at most once
+# per `REREAD_EVERY_S` per calendar on the interval, on every on-demand sync.
+REREAD_MARGIN = RECUR_AFTER - timedelta(days=30)
+REREAD_EVERY_S = 6 * 3600.0
 
 
 class CalendarSync:
@@ -32,8 +40,11 @@ class CalendarSync:
         self.rules = rules
         self.default_zone = default_zone
         self._local_locks: dict[str, asyncio.Lock] = {}
+        self._reread_at: dict[uuid.UUID, float] = {}  # when each room calendar's series were last read again
 
-    async def sync_all(self) -> api.SyncResult:
+    async def sync_all(self, reread: bool = False) -> api.SyncResult:
+        """Pull every calendar in use; `reread` reads every long recurring series again now (an
+        operator's sync), not only when its calendar's turn has come."""
         async with self.db.session(write=False) as s:
             used = set(await s.scalars(select(m.Forum.calendar_url).where(m.Forum.calendar_url.is_not(None))))
             used |= set(await s.scalars(select(m.Room.calendar_url).where(m.Room.calendar_url.is_not(None))))
@@ -41,24 +52,25 @@ class CalendarSync:
         result = api.SyncResult(calendars=len(cals), changed=0, deleted=0, errors=[], jobs_run=0)
         for cal_id, url in cals:
             try:
-                changed, deleted = await self.sync_one(cal_id)
+                changed, deleted = await self.sync_one(cal_id, reread)
                 result.changed += changed
                 result.deleted += deleted
             except CalendarError as exc:
                 result.errors.append(f"{url}: {type(exc).__name__}: {exc}")
         return result
 
-    async def sync_one(self, calendar_id: uuid.UUID) -> tuple[int, int]:
+    async def sync_one(self, calendar_id: uuid.UUID, reread: bool = False) -> tuple[int, int]:
         """Pull one calendar; returns (objects changed, objects deleted). Raises CalendarError after recording it."""
         async with self._exclusive(calendar_id) as mine:
             if not mine:
                 return 0, 0  # another replica syncs it right now
             async with self.db.session(write=False) as s:
-                found = (await s.execute(select(m.Calendar.url, m.Calendar.sync_token)
+                found = (await s.execute(select(m.Calendar.url, m.Calendar.sync_token, m.Calendar.purpose)
                                          .where(m.Calendar.id == calendar_id))).first()
                 if found is None:
                     return 0, 0
-                url, token = found
+                url, token, purpose = found
+                series = await self._series_to_reread(s, calendar_id, reread) if purpose == "room" else []
                 # href and ETag only: every object of the calendar is listed here, each sync.
                 known = dict((await s.execute(select(m.CalendarObject.href, m.CalendarObject.etag)
                                               .where(m.CalendarObject.calendar_id == calendar_id))).all())
@@ -67,10 +79,16 @@ class CalendarSync:
                     .where(m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.external_href.is_not(None)))).all())
             try:
                 changes = await self.connector.changes(url, token, known)
+                listed = {obj.href for obj in changes.changed} | set(changes.deleted)
+                again = [h for h in series if h not in listed]
+                reread_objects = await self.connector.multiget(url, again) if again else []
             except CalendarError as exc:
                 await self._record_error(calendar_id, exc)
                 raise
-            seen = [Seen(obj.href, obj.etag, parse_event(obj.data, self.default_zone)) for obj in changes.changed]
+            if series:
+                self._reread_at[calendar_id] = time.monotonic()
+            seen = [Seen(obj.href, obj.etag, parse_event(obj.data, self.default_zone))
+                    for obj in [*changes.changed, *reread_objects]]
             # One transaction for the whole change set, moves included (each in a savepoint): either
             # all of it is recorded with the new token, or none of it and the next sync sees it again.
             async with UnitOfWork(self.db, Actor(f"calendar:{url}", frozenset({"secretariat"})), write=True) as uow:
@@ -87,6 +105,18 @@ class CalendarSync:
             for outcome in outcomes:
                 self.rules.meetings.on_booking(outcome)
             return len(changes.changed), len(changes.deleted)
+
+    async def _series_to_reread(self, s, calendar_id: uuid.UUID, now_anyway: bool) -> list[str]:  # noqa: ANN001
+        """The hrefs of recurring events in a room calendar whose blocks end short of the horizon."""
+        last = self._reread_at.get(calendar_id)
+        if not now_anyway and last is not None and time.monotonic() - last < REREAD_EVERY_S:
+            return []
+        rows = await s.execute(
+            select(m.RoomBooking.external_href).where(
+                m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.external_href.is_not(None))
+            .group_by(m.RoomBooking.external_href)
+            .having(func.count() > 1, func.max(m.RoomBooking.ends_at) < now() + REREAD_MARGIN))
+        return [href for (href,) in rows]
 
     @staticmethod
     async def _pushes_in_flight(uow: UnitOfWork, url: str) -> set[uuid.UUID]:

@@ -14,7 +14,8 @@ REF = "#/components/schemas/{model}"
 PARAM = re.compile(r"{(\w+)}")
 
 ERRORS = {
-    "400": "Malformed request",
+    "400": "Malformed request. A request line or a header line longer than 8190 bytes is refused by the HTTP "
+           "layer before any route is chosen, with a short `text/plain` message",
     "401": "Missing or invalid token",
     "403": "The token's roles are not enough",
     "404": "No such resource",
@@ -91,9 +92,9 @@ def _operation(ep: Endpoint, keys: dict[Any, Any]) -> dict[str, Any]:
             ok["content"][media] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(ep.status if ep.response is not None or ep.status != 200 else 204): ok}
     problem = {"application/problem+json": {"schema": keys[(Problem, "serialization")]}}
-    wanted = ["401", "403", "503"]
+    wanted = ["400", "401", "403", "503"]
     if ep.body is not None:
-        wanted += ["400", "413", "415", "422"]
+        wanted += ["413", "415", "422"]
     if ep.query is not None:
         wanted.append("422")
     if PARAM.search(ep.path):
@@ -102,6 +103,7 @@ def _operation(ep: Endpoint, keys: dict[Any, Any]) -> dict[str, Any]:
         wanted.append("409")
     for code in sorted(set(wanted)):
         responses[code] = {"description": ERRORS[code], "content": problem}
+    responses["400"]["content"] = problem | {"text/plain": {"schema": {"type": "string"}}}
     op["responses"] = responses
     return op
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import caldav
 import pytest
 from icalendar import Calendar
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from service.app import create_app
 from service.calendar.plan import PUSH, push_key
@@ -461,3 +461,79 @@ async def test_feeds_answer_with_etags_and_a_rotated_token_stops_the_old_url(api
     for bad in ("../../etc/passwd", "%2e%2e%2fsecret", "x" * 30, uuid.uuid4().hex):
         async with client.get(f"/feeds/forums/{bad}.ics") as resp:
             assert resp.status == 404
+
+
+def _weekly_series(exdates: tuple[str, ...] = ()) -> bytes:
+    """Ledningsgruppen, Mondays 09:00-10:00 Stockholm time from 1 March 2027, eight times (across the
+    switch to summer time on 28 March), the 15th left out, the 22nd moved to Tuesday 13:00, as
+    Thunderbird writes such a series (the master and its moved instance in one object)."""
+    ex = "".join(f"EXDATE;TZID=Europe/Stockholm:{d}T090000\r\n" for d in ("20270315",) + exdates)
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Mozilla.org/NONSGML Mozilla Calendar V1.1//EN\r\n"
+        "BEGIN:VEVENT\r\nUID:ledning-2027\r\nDTSTAMP:20270101T000000Z\r\nSUMMARY:Ledningsgruppen\r\n"
+        "DTSTART;TZID=Europe/Stockholm:20270301T090000\r\nDTEND;TZID=Europe/Stockholm:20270301T100000\r\n"
+        f"RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=8\r\n{ex}END:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nUID:ledning-2027\r\nDTSTAMP:20270101T000000Z\r\nSUMMARY:Ledningsgruppen (flyttad)\r\n"
+        "RECURRENCE-ID;TZID=Europe/Stockholm:20270322T090000\r\n"
+        "DTSTART;TZID=Europe/Stockholm:20270323T130000\r\nDTEND;TZID=Europe/Stockholm:20270323T140000\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    ).encode()
+
+
+async def test_a_recurring_event_in_a_room_calendar_blocks_every_occurrence(api, world, calendars, caldav_server, client) -> None:
+    room_id = world["rooms"]["Tillväxten"]["id"]
+    # One of ours on the series' seventh Monday, booked before the series was made.
+    ours = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", start="2027-04-12T09:30:00", end="2027-04-12T10:30:00"))
+    await settle(api)
+    href = calendars["Tillväxten"] + "ledning-2027.ics"
+    status, _, body = caldav_server.request("PUT", href, _weekly_series(), {"Content-Type": "text/calendar", "If-None-Match": "*"})
+    assert status in (201, 204), body
+    await settle(api)
+
+    async def book(start: str, end: str) -> tuple[int, Any]:
+        return await api.post("/api/v1/meetings", meeting_body(world, "Tillväxten", start=start, end=end))
+
+    # Every occurrence holds the room, at 09:00 wall time in winter and in summer alike.
+    for start, end in (("2027-03-01T09:00:00", "2027-03-01T09:30:00"), ("2027-03-08T09:30:00", "2027-03-08T10:00:00"),
+                       ("2027-03-29T08:30:00", "2027-03-29T09:15:00"), ("2027-04-19T09:59:00", "2027-04-19T11:00:00"),
+                       ("2027-03-23T13:00:00", "2027-03-23T14:00:00")):
+        code, answer = await book(start, end)
+        assert code == 409, (start, answer)
+        assert answer["conflicts"][0]["source"] == "calendar" and "Ledningsgruppen" in answer["detail"]
+    # The left-out Monday, the moved one's old time, the hour after and the Monday after the last are free.
+    for start, end in (("2027-03-15T09:00:00", "2027-03-15T10:00:00"), ("2027-03-22T09:00:00", "2027-03-22T10:00:00"),
+                       ("2027-04-05T10:00:00", "2027-04-05T11:00:00"), ("2027-04-26T09:00:00", "2027-04-26T10:00:00")):
+        code, answer = await book(start, end)
+        assert code == 201, (start, answer)
+    busy = await api.ok("GET", f"/api/v1/rooms/{room_id}/busy?from=2027-02-01T00:00:00&to=2027-05-01T00:00:00")
+    series = sorted(b["starts_at"] for b in busy["items"] if b["source"] == "calendar")
+    assert len(series) == 7  # eight Mondays, one left out (the moved one counts once, on its Tuesday)
+    conflicts = await api.ok("GET", "/api/v1/conflicts?status=open")
+    assert [(c["meeting_id"], c["external_uid"]) for c in conflicts["items"]] == [(ours["id"], "ledning-2027")]
+
+    # Blocks that stop short of the horizon (as when the series was read long ago) are read again.
+    db = client.app[SERVICES].db
+    async with db.session(write=True) as s:
+        async with s.begin():
+            last = list(await s.scalars(select(m.RoomBooking.id).where(m.RoomBooking.source == "calendar")
+                                        .order_by(m.RoomBooking.starts_at.desc()).limit(3)))
+            await s.execute(delete(m.RoomBooking).where(m.RoomBooking.id.in_(last)))
+    await sync(api)
+    busy = await api.ok("GET", f"/api/v1/rooms/{room_id}/busy?from=2027-02-01T00:00:00&to=2027-05-01T00:00:00")
+    assert sorted(b["starts_at"] for b in busy["items"] if b["source"] == "calendar") == series
+
+    # The client leaves out the 12th April too: the clash is resolved, the other occurrences still hold.
+    status, _, body = caldav_server.request("PUT", href, _weekly_series(("20270412",)), {"Content-Type": "text/calendar"})
+    assert status in (201, 204), body
+    await settle(api)
+    assert (await api.ok("GET", "/api/v1/conflicts?status=open"))["items"] == []
+    busy = await api.ok("GET", f"/api/v1/rooms/{room_id}/busy?from=2027-02-01T00:00:00&to=2027-05-01T00:00:00")
+    assert len([b for b in busy["items"] if b["source"] == "calendar"]) == 6
+    assert (await book("2027-03-01T09:00:00", "2027-03-01T09:30:00"))[0] == 409
+
+    # The series is deleted: every occurrence lets go of the room.
+    caldav_server.request("DELETE", href)
+    await settle(api)
+    busy = await api.ok("GET", f"/api/v1/rooms/{room_id}/busy?from=2027-02-01T00:00:00&to=2027-05-01T00:00:00")
+    assert [b for b in busy["items"] if b["source"] == "calendar"] == []
+    assert (await book("2027-03-01T09:00:00", "2027-03-01T09:30:00"))[0] == 201

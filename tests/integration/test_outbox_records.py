@@ -1,6 +1,7 @@
 """The outbox records what a job learned (its `Done`) in the transaction that marks it done."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -83,5 +84,30 @@ async def test_a_job_whose_lease_another_worker_took_is_neither_marked_nor_recor
         async with db.session(write=False) as s:
             job = await s.scalar(select(m.OutboxJob))
         assert job.status == "running" and recorded == []
+    finally:
+        await db.dispose()
+
+
+async def test_a_budget_stops_claiming_and_leaves_the_rest_pending_for_the_next_run(database_url: str) -> None:
+    """The on-demand sync's bound: past the budget no job is claimed, the claimed ones still run,
+    and nothing is lost or run twice."""
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 12)
+        calls: list[int] = []
+
+        async def note(payload: dict[str, Any]) -> None:
+            calls.append(payload["i"])
+            await asyncio.sleep(0.05)
+
+        worker = OutboxWorker(db, {"note": note}, concurrency=2, batch=4)
+        first = await worker.run_once(budget_s=0.01)
+        # The first claim is made at once (4 jobs); by the time they end the budget is spent.
+        assert first == 4 and len(calls) == 4
+        async with db.session(write=False) as s:
+            statuses = [st for st in await s.scalars(select(m.OutboxJob.status))]
+        assert statuses.count("done") == 4 and statuses.count("pending") == 8
+        assert await worker.run_once() == 8
+        assert sorted(calls) == list(range(12))
     finally:
         await db.dispose()

@@ -26,6 +26,7 @@ from service.calendar.ical import (
 )
 
 UTC = timezone.utc
+STHLM = ZoneInfo("Europe/Stockholm")
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 TOKEN = "tok3n-Xy9_secret"
 JOIN_URL = f"https://forum.test/j/{TOKEN}"
@@ -865,3 +866,125 @@ def test_a_sequence_is_read_leniently(line: str, expected: int) -> None:
 @given(st.binary())
 def test_parse_event_never_raises(data: bytes) -> None:
     parse_event(data)
+
+
+# -- recurring events: the occurrences a room's busy blocks are made of -------------------------------
+AT = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def series(*lines: str, start: str = "DTSTART;TZID=Europe/Stockholm:20261005T100000",
+           end: str = "DTEND;TZID=Europe/Stockholm:20261005T110000", extra: str = "") -> bytes:
+    body = "\n".join(lines)
+    return ics(f"""
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//test//EN
+BEGIN:VEVENT
+UID:serie-1
+DTSTAMP:20260101T000000Z
+SUMMARY:Ledningsgruppen
+{start}
+{end}
+{body}
+END:VEVENT
+{extra}
+END:VCALENDAR""".replace("\n\n", "\n"))
+
+
+def starts(parsed) -> list[datetime]:  # noqa: ANN001
+    return [b for b, _ in parsed.occurrences]
+
+
+def test_a_weekly_series_keeps_its_wall_time_across_the_dst_change_and_its_length() -> None:
+    parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO;UNTIL=20261231"), at=AT)
+    # From a month before `at`: 26 October is before it, 2 November the first in the window.
+    assert starts(parsed)[0] == datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # 10:00 CET
+    assert starts(parsed)[-1] == datetime(2026, 12, 28, 9, 0, tzinfo=UTC)  # UNTIL as a DATE includes its day
+    assert len(parsed.occurrences) == 9 and all(e - b == timedelta(hours=1) for b, e in parsed.occurrences)
+    summer = parse_event(series("RRULE:FREQ=WEEKLY;COUNT=30", start="DTSTART;TZID=Europe/Stockholm:20270301T090000",
+                                end="DTEND;TZID=Europe/Stockholm:20270301T100000"), at=AT)
+    assert datetime(2027, 3, 22, 8, 0, tzinfo=UTC) in starts(summer)  # 09:00 CET
+    assert datetime(2027, 3, 29, 7, 0, tzinfo=UTC) in starts(summer)  # 09:00 CEST
+
+
+def test_exdates_moved_and_cancelled_instances_are_applied() -> None:
+    moved = """BEGIN:VEVENT
+UID:serie-1
+DTSTAMP:20260101T000000Z
+RECURRENCE-ID;TZID=Europe/Stockholm:20261130T100000
+DTSTART;TZID=Europe/Stockholm:20261201T140000
+DTEND;TZID=Europe/Stockholm:20261201T153000
+END:VEVENT
+BEGIN:VEVENT
+UID:serie-1
+DTSTAMP:20260101T000000Z
+RECURRENCE-ID;TZID=Europe/Stockholm:20261207T100000
+STATUS:CANCELLED
+DTSTART;TZID=Europe/Stockholm:20261207T100000
+DTEND;TZID=Europe/Stockholm:20261207T110000
+END:VEVENT"""
+    parsed = parse_event(series("RRULE:FREQ=WEEKLY;COUNT=11", "EXDATE;TZID=Europe/Stockholm:20261109T100000",
+                                extra=moved), at=AT)
+    assert parsed.occurrences == (
+        (datetime(2026, 11, 2, 9, 0, tzinfo=UTC), datetime(2026, 11, 2, 10, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 16, 9, 0, tzinfo=UTC), datetime(2026, 11, 16, 10, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 23, 9, 0, tzinfo=UTC), datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
+        (datetime(2026, 12, 1, 13, 0, tzinfo=UTC), datetime(2026, 12, 1, 14, 30, tzinfo=UTC)),
+        (datetime(2026, 12, 14, 9, 0, tzinfo=UTC), datetime(2026, 12, 14, 10, 0, tzinfo=UTC)),
+    )
+
+
+def test_an_all_day_yearly_series_holds_whole_local_days_in_a_two_year_window() -> None:
+    parsed = parse_event(series("RRULE:FREQ=YEARLY", start="DTSTART;VALUE=DATE:20000606",
+                                end="DTEND;VALUE=DATE:20000607"), at=AT)
+    assert parsed.occurrences == (
+        (datetime(2027, 6, 5, 22, 0, tzinfo=UTC), datetime(2027, 6, 6, 22, 0, tzinfo=UTC)),
+        (datetime(2028, 6, 5, 22, 0, tzinfo=UTC), datetime(2028, 6, 6, 22, 0, tzinfo=UTC)),
+    )
+
+
+def test_rdates_add_instances_and_a_series_without_end_stops_at_the_cap() -> None:
+    parsed = parse_event(series("RDATE;TZID=Europe/Stockholm:20261210T150000,20261211T150000"), at=AT)
+    assert starts(parsed) == [datetime(2026, 12, 10, 14, 0, tzinfo=UTC), datetime(2026, 12, 11, 14, 0, tzinfo=UTC)]
+    daily = parse_event(series("RRULE:FREQ=DAILY"), at=AT)
+    assert 731 <= len(daily.occurrences) <= 763  # a month before to two years after, one a day
+    hourly_days = parse_event(series("RRULE:FREQ=DAILY;BYHOUR=8,9,10,11,12,13,14,15"), at=AT)
+    assert len(hourly_days.occurrences) == 1000  # at most MAX_OCCURRENCES, the earliest
+
+
+def test_a_rule_within_the_day_is_one_span_and_a_broken_rule_holds_the_first_time() -> None:
+    minutely = parse_event(series("RRULE:FREQ=MINUTELY;UNTIL=20261210T120000Z"), at=AT)
+    assert minutely.occurrences == ((datetime(2026, 10, 27, tzinfo=UTC), datetime(2026, 12, 10, 13, 0, tzinfo=UTC)),)
+    forever = parse_event(series("RRULE:FREQ=SECONDLY", start="DTSTART;VALUE=DATE:20200105",
+                                 end="DTEND;VALUE=DATE:20200106"), at=AT)
+    assert forever.occurrences == ((datetime(2026, 10, 27, tzinfo=UTC), datetime(2028, 11, 27, tzinfo=UTC)),)
+    broken = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=XX"), at=AT)
+    assert broken is not None and broken.occurrences is None
+    assert broken.spans() == [(datetime(2026, 10, 5, 8, 0, tzinfo=UTC), datetime(2026, 10, 5, 9, 0, tzinfo=UTC))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(interval=st.integers(1, 3), count=st.integers(1, 60), hour=st.integers(0, 23), minutes=st.integers(15, 300),
+       first=st.dates(min_value=datetime(2026, 6, 1).date(), max_value=datetime(2027, 6, 1).date()),
+       skipped=st.sets(st.integers(0, 59), max_size=5))
+def test_daily_occurrences_match_a_wall_clock_reference(interval, count, hour, minutes, first, skipped) -> None:
+    """Each occurrence is the DTSTART's wall time on its day in Stockholm, for the master's length,
+    less the EXDATEs, inside the window: computed here without any rule library."""
+    start = datetime(first.year, first.month, first.day, hour, 0)
+    exdates = ",".join((start + timedelta(days=interval * i)).strftime("%Y%m%dT%H%M%S") for i in sorted(skipped))
+    lines = [f"RRULE:FREQ=DAILY;INTERVAL={interval};COUNT={count}"]
+    if exdates:
+        lines.append(f"EXDATE;TZID=Europe/Stockholm:{exdates}")
+    end = start + timedelta(minutes=minutes)
+    parsed = parse_event(series(*lines, start=f"DTSTART;TZID=Europe/Stockholm:{start:%Y%m%dT%H%M%S}",
+                                end=f"DTEND;TZID=Europe/Stockholm:{end:%Y%m%dT%H%M%S}"), at=AT)
+    length = end.replace(tzinfo=STHLM).astimezone(UTC) - start.replace(tzinfo=STHLM).astimezone(UTC)
+    expected = []
+    for i in range(count):
+        if i in skipped:
+            continue
+        wall = start + timedelta(days=interval * i)
+        begin = wall.replace(tzinfo=STHLM).astimezone(UTC)
+        if begin + length > AT - timedelta(days=31) and begin < AT + timedelta(days=731):
+            expected.append((begin, begin + length))
+    assert list(parsed.occurrences) == expected
