@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
@@ -28,8 +28,8 @@ RECUR_BEFORE = timedelta(days=31)
 RECUR_AFTER = timedelta(days=731)
 MAX_OCCURRENCES = 1000
 # Rules repeating within the day are read as one span from their first to their last occurrence in
-# the window: a room calendar holds such a series only by mistake, and the span can only block more.
-_SUB_DAILY = {"SECONDLY", "MINUTELY", "HOURLY"}
+# the window (`_sub_daily_span`): a room calendar holds such a series only by mistake, and the span
+# can only block more.
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,9 @@ class ParsedEvent:
     # `RECUR_AFTER` after it) as (start, end) in UTC, in order, with its exceptions applied
     # (EXDATE, moved and cancelled instances); None for an event that does not recur.
     occurrences: tuple[tuple[datetime, datetime], ...] | None = None
+    # For a recurring event whose series goes on past what was read: up to when it was read (the
+    # window's end, or the start of the first occurrence left out when `MAX_OCCURRENCES` cut it short).
+    read_until: datetime | None = None
 
     def spans(self) -> list[tuple[datetime, datetime]]:
         """What the event holds of a room's time: each occurrence, or its one span."""
@@ -112,14 +115,14 @@ def _parse(component: Component, zone: tzinfo, at: datetime) -> ParsedEvent | No
     ends_at = _end(vevent, start_value, zone)
     recurring = "RRULE" in vevent or "RDATE" in vevent or any("RECURRENCE-ID" in v for v in vevents)
     ends_at = max(ends_at, starts_at)  # a DTEND before DTSTART is invalid: keep the event, zero length
-    occurrences = None
-    if recurring and masters:
+    occurrences, read_until = None, None
+    if recurring:
         overrides = [v for v in vevents if "RECURRENCE-ID" in v and _text(v.get("UID")) == uid]
         try:
-            occurrences = _occurrences(vevent, overrides, start_value, ends_at - starts_at, zone,
-                                       at - RECUR_BEFORE, at + RECUR_AFTER)
+            occurrences, read_until = _occurrences(vevent if masters else None, overrides, start_value,
+                                                   ends_at - starts_at, zone, at - RECUR_BEFORE, at + RECUR_AFTER)
         except Exception:  # noqa: BLE001 - a rule dateutil cannot read: the event still holds its first time
-            occurrences = None
+            occurrences, read_until = None, None
     organizer = vevent.get("ORGANIZER")
     return ParsedEvent(
         uid=uid,
@@ -140,80 +143,208 @@ def _parse(component: Component, zone: tzinfo, at: datetime) -> ParsedEvent | No
             for address in _list(vevent.get("ATTENDEE"))
         },
         occurrences=occurrences,
+        read_until=read_until,
     )
 
 
-def _occurrences(master: Component, overrides: list[Component], start_value: date | datetime, length: timedelta,
-                 zone: tzinfo, since: datetime, until: datetime) -> tuple[tuple[datetime, datetime], ...]:
-    """The master's occurrences that overlap [since, until), in UTC, at most `MAX_OCCURRENCES`.
+def _occurrences(master: Component | None, overrides: list[Component], start_value: date | datetime,
+                 length: timedelta, zone: tzinfo, since: datetime, until: datetime,
+                 ) -> tuple[tuple[tuple[datetime, datetime], ...], datetime | None]:
+    """The occurrences that overlap [since, until), in UTC, at most `MAX_OCCURRENCES`, and up to when
+    the series was read if it goes on beyond that (None when it ends within).
 
     RRULE, RDATE and EXDATE are read with dateutil, in the wall time of DTSTART's zone (a weekly
-    10:00 stays at 10:00 across a DST change); each instance lasts as long as the master (RFC 5545
-    3.8.5.3; whole days for an all-day event). An instance given its own VEVENT (RECURRENCE-ID)
-    takes that one's times, or is dropped when it is cancelled or transparent.
+    10:00 stays at 10:00 across a DST change); DTSTART is always an occurrence; each instance lasts
+    as long as the master (RFC 5545 3.8.5.3; whole days for an all-day event) and an RDATE period
+    as long as itself. An instance given its own VEVENT (RECURRENCE-ID) takes that one's times, or
+    is dropped when it is cancelled or transparent. `master` is None for an object that holds only
+    such instances (a room invited to some occurrences of someone else's series).
+
+    The expansion is bounded whatever the rule says: every rule ends at the window's end (also one
+    with COUNT), a rule without COUNT starts its walk just before the window, and rules that repeat
+    within the day are read as one span (`_sub_daily_span`). A rule that cannot be bounded so raises,
+    and the event then holds its first time only (see `_parse`).
     """
     first = _local(start_value, zone)
-    days = length.days if not isinstance(start_value, datetime) else None
+    all_day = not isinstance(start_value, datetime)
+    days = max(1, round(length.total_seconds() / 86400)) if all_day else 0
 
     def span(local: datetime) -> tuple[datetime, datetime]:
         begin = local.astimezone(timezone.utc)
-        if days is not None:  # all day: whole days in the zone, whatever DST does
+        if all_day:  # whole days in the zone, whatever DST does
             return begin, datetime.combine(local.date() + timedelta(days=days), time(), tzinfo=zone).astimezone(timezone.utc)
         return begin, begin + length
 
-    moved: list[tuple[datetime, datetime]] = []
+    found: set[tuple[datetime, datetime]] = set()
     removed: set[datetime] = set()
     for v in overrides:
-        recurrence = v["RECURRENCE-ID"].dt
-        removed.add(_local(recurrence, zone).astimezone(timezone.utc))
+        removed.add(_local(_like(v["RECURRENCE-ID"].dt, first), zone).astimezone(timezone.utc))
         if (_text(v.get("STATUS")) or "").upper() == "CANCELLED" or (_text(v.get("TRANSP")) or "").upper() == "TRANSPARENT":
             continue
         if "DTSTART" in v:
             value = v["DTSTART"].dt
             begin = _instant(value, zone)[0]
-            moved.append((begin, max(begin, _end(v, value, zone))))
-    rules = [r for r in _list(master.get("RRULE"))]
-    if any(str(freq).upper() in _SUB_DAILY for r in rules for freq in r.get("FREQ", [])):
-        return _sub_daily_span(rules, first, span, since, until)
+            end = _end(v, value, zone) if ("DTEND" in v or "DURATION" in v) else begin + length
+            found.add((begin, max(begin, end)))
+    if master is None:
+        return _window(found, since, until), None
+    rules = _list(master.get("RRULE"))
+    if any(_sub_daily(r) for r in rules):
+        spans = _sub_daily_span(rules, first, length, since, until)
+        goes_on = bool(spans) and spans[-1][1] >= until
+        return _window(found | set(spans), since, until), until if goes_on else None
     series = rruleset()
-    for rule in rules:
-        series.rrule(rrulestr(_rule_text(rule, zone), dtstart=first))
-    if not rules:
-        series.rdate(first)  # RDATE alone: DTSTART is the first instance
+    series.rdate(first)  # RFC 5545: DTSTART is the first instance, whether or not the rule matches it
+    with warnings.catch_warnings():
+        # An UNTIL beside a COUNT bounds the walk (dateutil reads both; it warns that RFC 5545 has one).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        goes_on = False  # whether a rule has instances after the window's end
+        for rule in rules:
+            parts = _bounded(_rule_parts(rule), first, until)
+            walked = rrulestr(_rule_text(parts, zone, until), dtstart=_walk_start(parts, first, length, since))
+            series.rrule(walked)
+            if parts.get("UNTIL") and _until(parts["UNTIL"][0], zone) <= until:
+                continue  # ends by its own UNTIL within the window
+            if "COUNT" in parts:
+                # Walked from DTSTART to the window's end: it goes on if its COUNT is not used up by then.
+                goes_on |= walked.count() < int(str(parts["COUNT"][0]))
+            else:
+                goes_on = True
     for listed in _list(master.get("RDATE")):
         for value in getattr(listed, "dts", []):
-            moment = value.dt[0] if isinstance(value.dt, tuple) else value.dt  # a PERIOD: its start
-            series.rdate(_local(moment, zone))
+            if isinstance(value.dt, tuple):  # a PERIOD: its own start and end (or duration)
+                begin_value, end_value = value.dt
+                begin = _instant(begin_value, zone)[0]
+                end = begin + end_value if isinstance(end_value, timedelta) else _instant(end_value, zone)[0]
+                found.add((begin, max(begin, end)))
+            else:
+                series.rdate(_local(_like(value.dt, first), zone))
     for listed in _list(master.get("EXDATE")):
         for value in getattr(listed, "dts", []):
-            series.exdate(_local(value.dt, zone))
-    found: list[tuple[datetime, datetime]] = []
+            series.exdate(_local(_like(value.dt, first), zone))
     # An occurrence that began up to one length before `since` still overlaps it.
+    read_until = None
+    limit = MAX_OCCURRENCES + len(overrides)
     for local in series.xafter(since.astimezone(zone) - length - timedelta(days=1), inc=True):
         begin, end = span(local)
-        if begin >= until or len(found) >= MAX_OCCURRENCES:
+        if begin >= until or len(found) >= limit:
+            read_until = until if begin >= until else begin
             break
         if end > since and begin not in removed:
-            found.append((begin, end))
-    found += [(b, e) for b, e in moved if e > since and b < until]
-    return tuple(sorted(set(found))[:MAX_OCCURRENCES])
+            found.add((begin, end))
+    if read_until is None and goes_on:
+        read_until = until
+    return _window(found, since, until), read_until
 
 
-def _sub_daily_span(rules: list, first: datetime, span, since: datetime, until: datetime,  # noqa: ANN001
-                    ) -> tuple[tuple[datetime, datetime], ...]:
-    """One span for a series repeating within the day: from its first start to the end of its last
-    occurrence (UNTIL), or to `until` when it has no UNTIL; clipped to the window."""
+def _window(found: set[tuple[datetime, datetime]], since: datetime, until: datetime) -> tuple[tuple[datetime, datetime], ...]:
+    return tuple(sorted(o for o in found if o[1] > since and o[0] < until)[:MAX_OCCURRENCES])
+
+
+def _like(value: date | datetime, first: datetime) -> date | datetime:
+    """An EXDATE, RDATE or RECURRENCE-ID given as a DATE for a series of DATE-TIMEs: that day at
+    DTSTART's time (how clients that write so mean it)."""
+    if isinstance(value, datetime) or not isinstance(first, datetime) or (first.hour, first.minute, first.second) == (0, 0, 0):
+        return value
+    return datetime.combine(value, first.timetz())
+
+
+_UNIT = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600}
+
+
+def _rule_parts(rule: object) -> dict[str, list]:
+    return {str(k).upper(): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in rule.items()}  # type: ignore[attr-defined]
+
+
+def _sub_daily(rule: object) -> bool:
+    """A rule that repeats within the day: by its FREQ, or by more than 24 BYHOUR/BYMINUTE/BYSECOND
+    combinations a day (which dateutil would walk instance by instance)."""
+    parts = _rule_parts(rule)
+    if str(parts.get("FREQ", [""])[0]).upper() in _UNIT:
+        return True
+    per_day = 1
+    for key in ("BYHOUR", "BYMINUTE", "BYSECOND"):
+        per_day *= max(1, len(parts.get(key, [])))
+    return per_day > 24
+
+
+def _sub_daily_span(rules: list, first: datetime, length: timedelta, since: datetime, until: datetime,
+                    ) -> list[tuple[datetime, datetime]]:
+    """One span for a series repeating within the day, from its first start to the end of its
+    last occurrence: by UNTIL (a DATE UNTIL includes its day), by COUNT where no BY part filters
+    the steps (`COUNT - 1` steps of INTERVAL), else to `until`; clipped to the window."""
     start = first.astimezone(timezone.utc)
     ends = []
     for rule in rules:
-        limit = rule.get("UNTIL")
-        if not limit or "COUNT" in rule:
-            ends = [until]
-            break
-        ends.append(span(_local(limit[0], first.tzinfo))[1])
-    end = min(max(ends), until)
-    begin = max(start, since)
-    return ((begin, end),) if end > begin else ()
+        parts = _rule_parts(rule)
+        interval = int(str(parts.get("INTERVAL", [1])[0]))
+        unit = _UNIT.get(str(parts.get("FREQ", [""])[0]).upper())
+        if interval < 1:
+            raise ValueError("INTERVAL must be at least 1")
+        if parts.get("UNTIL"):
+            ends.append(_until(parts["UNTIL"][0], first.tzinfo or timezone.utc) + length)
+        elif parts.get("COUNT") and unit and not any(k.startswith("BY") for k in parts):
+            ends.append(start + timedelta(seconds=(int(str(parts["COUNT"][0])) - 1) * interval * unit) + length)
+        else:
+            ends.append(until)
+    begin, end = max(start, since), min(max(ends), until)
+    return [(begin, end)] if end > begin else []
+
+
+def _walk_start(parts: dict[str, list], first: datetime, length: timedelta, since: datetime) -> datetime:
+    """Where dateutil starts walking a DAILY or WEEKLY rule without COUNT: a whole number of its
+    periods after DTSTART, just before the window (a series from 1990 is not walked day by day since
+    then). Rules with COUNT count from DTSTART, and MONTHLY and YEARLY ones are walked from it (a
+    few steps a year)."""
+    freq = str(parts.get("FREQ", [""])[0]).upper()
+    if "COUNT" in parts or freq not in ("DAILY", "WEEKLY"):
+        return first
+    interval = int(str(parts.get("INTERVAL", [1])[0]))
+    period = timedelta(days=interval * (7 if freq == "WEEKLY" else 1))
+    wall_first = first.replace(tzinfo=None)
+    wall_since = since.astimezone(first.tzinfo).replace(tzinfo=None) - length - timedelta(days=1)
+    steps = (wall_since - wall_first) // period - 1
+    if steps <= 0:
+        return first
+    return (wall_first + steps * period).replace(tzinfo=first.tzinfo)
+
+
+# The most instances one period of a rule can hold, for the bound on COUNT (`_bounded`).
+_PER_PERIOD = {"DAILY": 1, "WEEKLY": 7, "MONTHLY": 31, "YEARLY": 366}
+_PERIOD_DAYS = {"DAILY": 1, "WEEKLY": 7, "MONTHLY": 28, "YEARLY": 365}
+_MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
+
+
+def _bounded(parts: dict[str, list], first: datetime, until: datetime) -> dict[str, list]:
+    """The rule's parts, made safe to walk: INTERVAL at least 1, a rule that can never match refused
+    (dateutil would walk it to the year 9999), and a COUNT that cannot run out before the window's
+    end dropped (it changes nothing there, and without it the walk may start near the window)."""
+    freq = str(parts.get("FREQ", [""])[0]).upper()
+    interval = int(str(parts.get("INTERVAL", [1])[0]))
+    if interval < 1 or freq not in _PER_PERIOD:
+        raise ValueError("a rule needs a known FREQ and an INTERVAL of at least 1")
+    if parts.get("BYMONTHDAY"):
+        months = [int(str(m)) for m in parts.get("BYMONTH", [])] or list(range(1, 13))
+        days = [int(str(d)) for d in parts["BYMONTHDAY"]]
+        if not any(abs(d) <= _MONTH_DAYS.get(m, 0) for m in months for d in days if d != 0):
+            raise ValueError("BYMONTHDAY names no day of the months the rule allows")
+    if parts.get("COUNT"):
+        count = int(str(parts["COUNT"][0]))
+        per_day = 1
+        for key in ("BYHOUR", "BYMINUTE", "BYSECOND"):
+            per_day *= max(1, len(parts.get(key, [])))
+        periods = (count - 1) // (_PER_PERIOD[freq] * per_day)
+        # The earliest the COUNT-th instance can be: after that many whole periods.
+        if periods * interval * _PERIOD_DAYS[freq] > (until - first).days:
+            parts = {k: v for k, v in parts.items() if k != "COUNT"}
+    return parts
+
+
+def _until(value: date | datetime, zone: tzinfo) -> datetime:
+    """An UNTIL as an aware instant: a DATE includes its whole day in `zone`, floating is in `zone`."""
+    if isinstance(value, datetime):
+        return _aware(value, zone).astimezone(timezone.utc)
+    return (datetime.combine(value + timedelta(days=1), time(), tzinfo=zone) - timedelta(seconds=1)).astimezone(timezone.utc)
 
 
 def _local(value: date | datetime, zone: tzinfo) -> datetime:
@@ -223,21 +354,16 @@ def _local(value: date | datetime, zone: tzinfo) -> datetime:
     return datetime.combine(value, time(), tzinfo=zone)
 
 
-def _rule_text(rule: object, zone: tzinfo) -> str:
-    """An RRULE for dateutil with an aware DTSTART: its UNTIL in UTC (a DATE or floating UNTIL
-    is read in `zone`; a DATE UNTIL includes that whole day)."""
-    parts = []
-    for key, values in rule.items():  # type: ignore[attr-defined]
-        if key.upper() == "UNTIL" and values:
-            limit = values[0]
-            if isinstance(limit, datetime):
-                moment = _aware(limit, zone)
-            else:
-                moment = datetime.combine(limit + timedelta(days=1), time(), tzinfo=zone) - timedelta(seconds=1)
-            parts.append("UNTIL=" + moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-        else:
-            parts.append(f"{key.upper()}=" + ",".join(_rule_value(v) for v in values))
-    return ";".join(parts)
+def _rule_text(parts: dict[str, list], zone: tzinfo, window_end: datetime) -> str:
+    """An RRULE for dateutil with an aware DTSTART, ending at the window's end at the latest: its
+    UNTIL in UTC (a DATE or floating UNTIL is read in `zone`), X- parts left out."""
+    limit = window_end
+    if parts.get("UNTIL"):
+        limit = min(limit, _until(parts["UNTIL"][0], zone))
+    out = [f"{key}=" + ",".join(_rule_value(v) for v in values)
+           for key, values in parts.items() if key != "UNTIL" and not key.startswith("X-")]
+    out.append("UNTIL=" + limit.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    return ";".join(out)
 
 
 def _rule_value(value: object) -> str:

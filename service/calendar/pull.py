@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import uuid
 from collections.abc import Collection, Sequence
@@ -296,6 +297,12 @@ class PullRules:
         ev = seen.event
         blocking = ev is not None and ev.status != "CANCELLED" and ev.transp != "TRANSPARENT"
         spans = ev.spans() if ev is not None and blocking else []
+        read_until = ev.read_until if ev is not None and blocking else None
+        if not spans and read_until is not None:
+            # A series with no occurrence in the window yet: one inactive row keeps it to be read again.
+            spans, placeholder = [(read_until, read_until)], True
+        else:
+            placeholder = False
         if not spans:
             if blocks:
                 await self._resolve(s, blocks[0])
@@ -305,26 +312,38 @@ class PullRules:
                 uow.audit("busy_block_removed", "room", cal.owner_id, {"calendar": cal.url, "href": seen.href})
             return
         assert ev is not None
-        if [(b.starts_at, b.ends_at) for b in blocks] == spans:
-            for block in blocks:
-                block.external_etag = seen.etag
+        if [(b.starts_at, b.ends_at, b.active) for b in blocks] == [(b, e, not placeholder) for b, e in spans]:
+            for block in blocks:  # the same times (a series read again): only what it was read to moves on
+                block.external_etag, block.series_until = seen.etag, read_until
             return
         action = "busy_block_moved" if blocks else "busy_block_added"
+        # Blocks are kept by their start: when a series is read again with its window moved on, the
+        # occurrences it still holds keep their rows (and their conflicts), only the rest change.
+        by_start = {b.starts_at: b for b in blocks}
+        wanted = {x for x, _ in spans}
+        spare = [b for b in blocks if b.starts_at not in wanted]
         kept: list[m.RoomBooking] = []
-        for i, (starts_at, ends_at) in enumerate(spans):
-            if i < len(blocks):
-                block = blocks[i]
-            else:
+        for starts_at, ends_at in spans:
+            block = by_start.pop(starts_at, None)
+            if block is None:
+                block = spare.pop() if spare else None
+            if block is None:
                 block = m.RoomBooking(room_id=cal.owner_id, source="calendar", calendar_id=cal.id, active=True,
                                       external_href=seen.href)
                 s.add(block)
             block.starts_at, block.ends_at, block.external_etag = starts_at, ends_at, seen.etag
             block.external_uid, block.summary = ev.uid, (ev.summary or "")[:500] or None
+            block.active, block.series_until = not placeholder, read_until
             kept.append(block)
-        for block in blocks[len(spans):]:
+        for block in spare:
             await s.delete(block)
         known.blocks[seen.href] = kept
         await s.flush()
+        if placeholder:
+            await self._resolve(s, kept[0])
+            uow.audit("busy_block_removed" if blocks else "busy_series_later", "room", cal.owner_id,
+                      {"calendar": cal.url, "uid": ev.uid, "read_until": read_until})
+            return
         detail = {"calendar": cal.url, "uid": ev.uid, "starts_at": spans[0][0], "ends_at": spans[0][1]}
         if ev.occurrences is not None:
             detail |= {"occurrences": len(spans), "last_ends_at": spans[-1][1]}
@@ -332,22 +351,38 @@ class PullRules:
         await self._record_clashes(uow, cal, kept)
 
     async def _record_clashes(self, uow: UnitOfWork, cal: m.Calendar, blocks: Sequence[m.RoomBooking]) -> None:
-        """A conflict for each booking of ours that one of an event's blocks overlaps (one query)."""
+        """The open conflicts of an event's blocks made to match the bookings of ours they overlap
+        now: one query for the bookings, one for the open conflicts; a clash already on record stays
+        as it is, one that went away is resolved, a new one is recorded."""
         s = uow.session
         first = blocks[0]
-        await self._resolve(s, first)
+        ordered = sorted(blocks, key=lambda b: b.starts_at)
+        starts = [b.starts_at for b in ordered]
+        longest = max(b.ends_at - b.starts_at for b in ordered)
         rows = (await s.execute(
             select(m.RoomBooking, m.Meeting).join(m.Meeting, m.Meeting.id == m.RoomBooking.meeting_id).where(
                 m.RoomBooking.room_id == first.room_id, m.RoomBooking.active.is_(True),
-                m.RoomBooking.source == "service", m.RoomBooking.starts_at < max(b.ends_at for b in blocks),
-                m.RoomBooking.ends_at > min(b.starts_at for b in blocks)))).all()
-        if not rows:
+                m.RoomBooking.source == "service", m.RoomBooking.starts_at < ordered[-1].ends_at + longest,
+                m.RoomBooking.ends_at > ordered[0].starts_at))).all()
+        clashes: dict[uuid.UUID, tuple[m.Meeting, m.RoomBooking]] = {}
+        for booking, meeting in rows:
+            i = bisect.bisect_left(starts, booking.ends_at) - 1  # the last block starting before it ends
+            while i >= 0 and ordered[i].starts_at + longest > booking.starts_at:
+                if ordered[i].ends_at > booking.starts_at:
+                    clashes.setdefault(meeting.id, (meeting, ordered[i]))
+                    break
+                i -= 1
+        recorded = {c.meeting_id: c for c in await s.scalars(select(m.Conflict).where(
+            m.Conflict.calendar_id == first.calendar_id, m.Conflict.external_uid == first.external_uid,
+            m.Conflict.kind == "calendar_event_overlaps_booking", m.Conflict.resolved_at.is_(None)))}
+        for meeting_id, conflict in recorded.items():
+            if meeting_id not in clashes:
+                conflict.resolved_at = now()
+        new = [(meeting, block) for meeting_id, (meeting, block) in clashes.items() if meeting_id not in recorded]
+        if not new:
             return
         room = await s.get(m.Room, first.room_id)
-        for booking, meeting in rows:
-            block = next((b for b in blocks if b.starts_at < booking.ends_at and b.ends_at > booking.starts_at), None)
-            if block is None:
-                continue  # between two occurrences
+        for meeting, block in new:
             s.add(m.Conflict(
                 room_id=block.room_id, meeting_id=meeting.id, calendar_id=cal.id, external_uid=block.external_uid,
                 kind="calendar_event_overlaps_booking",

@@ -10,7 +10,7 @@ import uuid
 from datetime import timedelta
 from typing import AsyncIterator
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from connectors.calendar import CalendarConnector, CalendarError
 from schemas import api
@@ -24,9 +24,9 @@ from service.timeutil import now
 from service.usecases.base import Actor, UnitOfWork
 
 log = logging.getLogger("forumbridge.calendar")
-# A recurring event's busy blocks reach two years past the sync that read it. A series whose last
-# block ends sooner than this before that horizon is read again (it may go on beyond), at most once
-# per `REREAD_EVERY_S` per calendar on the interval, on every on-demand sync.
+# A recurring event's busy blocks reach two years past the sync that read it (`series_until`, kept
+# while the series goes on beyond). A series read to less than this ahead is read again, at most
+# once per `REREAD_EVERY_S` per calendar on the interval, on every on-demand sync.
 REREAD_MARGIN = RECUR_AFTER - timedelta(days=30)
 REREAD_EVERY_S = 6 * 3600.0
 
@@ -112,10 +112,9 @@ class CalendarSync:
         if not now_anyway and last is not None and time.monotonic() - last < REREAD_EVERY_S:
             return []
         rows = await s.execute(
-            select(m.RoomBooking.external_href).where(
-                m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.external_href.is_not(None))
-            .group_by(m.RoomBooking.external_href)
-            .having(func.count() > 1, func.max(m.RoomBooking.ends_at) < now() + REREAD_MARGIN))
+            select(m.RoomBooking.external_href).distinct().where(
+                m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.external_href.is_not(None),
+                m.RoomBooking.series_until.is_not(None), m.RoomBooking.series_until < now() + REREAD_MARGIN))
         return [href for (href,) in rows]
 
     @staticmethod

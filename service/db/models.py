@@ -160,6 +160,10 @@ class RoomBooking(Base):
     external_href: Mapped[str | None] = mapped_column(String(2000))
     external_etag: Mapped[str | None] = mapped_column(String(500))
     summary: Mapped[str | None] = mapped_column(String(500))
+    # For the blocks of a recurring event whose series goes on: the end of the window it was read to
+    # (the sync reads it again before that). An inactive row holds it for a series with no
+    # occurrence in the window yet.
+    series_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (

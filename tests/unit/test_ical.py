@@ -988,3 +988,85 @@ def test_daily_occurrences_match_a_wall_clock_reference(interval, count, hour, m
         if begin + length > AT - timedelta(days=31) and begin < AT + timedelta(days=731):
             expected.append((begin, begin + length))
     assert list(parsed.occurrences) == expected
+
+
+def one(*lines: str, extra: str = "") -> bytes:
+    return ics("\n".join(["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//test//EN", "BEGIN:VEVENT", "UID:u1",
+                          "DTSTAMP:20260101T000000Z", *lines, "END:VEVENT"]) + "\n" + extra + "END:VCALENDAR")
+
+
+# Rules dateutil would walk for minutes, or forever: each is answered at once (the timeout is the
+# hang guard), and what it blocks is given.
+HOUR = timedelta(hours=1)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("lines, expected", [
+    # INTERVAL=0 repeats DTSTART forever: the event holds its first time only.
+    (("DTSTART:20200101T100000Z", "DTEND:20200101T110000Z", "RRULE:FREQ=DAILY;INTERVAL=0"), None),
+    # A day that no allowed month has: walked to the year 9999 otherwise.
+    (("DTSTART:20200101T100000Z", "DTEND:20200101T110000Z", "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=31"), None),
+    (("DTSTART:20200101T100000Z", "DTEND:20200101T110000Z", "RRULE:FREQ=YEARLY;BYMONTH=4;BYMONTHDAY=31;COUNT=5"), None),
+    # Every second of the day, from 2020: one span over the window.
+    (("DTSTART:20200101T100000Z", "DTEND:20200101T110000Z",
+      "RRULE:FREQ=DAILY;BYHOUR=" + ",".join(map(str, range(24))) + ";BYMINUTE=" + ",".join(map(str, range(60)))),
+     ((AT - timedelta(days=31), AT + timedelta(days=731)),)),
+    # Daily since the year 1, with and without a COUNT that cannot run out: walked from near the window.
+    (("DTSTART:00010101T100000Z", "DTEND:00010101T110000Z", "RRULE:FREQ=DAILY"), 762),
+    (("DTSTART:00010101T100000Z", "DTEND:00010101T110000Z", "RRULE:FREQ=DAILY;COUNT=100000000"), 762),
+    # Hourly three times: from the first start to the end of the third.
+    (("DTSTART;TZID=Europe/Stockholm:20261202T090000", "DTEND;TZID=Europe/Stockholm:20261202T093000",
+      "RRULE:FREQ=HOURLY;COUNT=3"), ((datetime(2026, 12, 2, 8, 0, tzinfo=UTC), datetime(2026, 12, 2, 10, 30, tzinfo=UTC)),)),
+])
+def test_rules_that_would_walk_for_ever_are_bounded(lines, expected) -> None:
+    parsed = parse_event(one(*lines), at=AT)
+    assert parsed is not None
+    if expected is None:
+        assert parsed.occurrences is None and len(parsed.spans()) == 1
+    elif isinstance(expected, int):
+        assert len(parsed.occurrences) == expected
+        assert all(e - b == HOUR for b, e in parsed.occurrences)
+    else:
+        assert parsed.occurrences == expected
+
+
+def test_what_clients_write_around_a_series_is_read_as_they_mean_it() -> None:
+    # An all-day series starting on the day summer time begins still holds whole days.
+    dst = parse_event(one("DTSTART;VALUE=DATE:20270328", "DTEND;VALUE=DATE:20270329", "RRULE:FREQ=WEEKLY;COUNT=2"), at=AT)
+    assert dst.occurrences == ((datetime(2027, 3, 27, 23, 0, tzinfo=UTC), datetime(2027, 3, 28, 22, 0, tzinfo=UTC)),
+                               (datetime(2027, 4, 3, 22, 0, tzinfo=UTC), datetime(2027, 4, 4, 22, 0, tzinfo=UTC)))
+    # An RDATE period lasts as long as itself.
+    period = parse_event(one("DTSTART:20261201T090000Z", "DTEND:20261201T100000Z",
+                             "RDATE;VALUE=PERIOD:20261210T090000Z/20261210T140000Z,20261211T090000Z/PT5H"), at=AT)
+    assert [e - b for b, e in period.occurrences] == [HOUR, 5 * HOUR, 5 * HOUR]
+    # A room invited to two occurrences of someone else's series gets only those, with no master.
+    instances = "".join(f"BEGIN:VEVENT\nUID:u1\nDTSTAMP:20260101T000000Z\nRECURRENCE-ID:2026120{d}T090000Z\n"
+                        f"DTSTART:2026120{d}T090000Z\nDTEND:2026120{d}T100000Z\nEND:VEVENT\n" for d in (3, 5))
+    only = parse_event(ics("BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//test//EN\n" + instances + "END:VCALENDAR"), at=AT)
+    assert [b.day for b, _ in only.occurrences] == [3, 5]
+    # DTSTART is an occurrence even where the rule does not match it; X- parts are ignored.
+    monday = parse_event(one("DTSTART;TZID=Europe/Stockholm:20261130T090000", "DTEND;TZID=Europe/Stockholm:20261130T100000",
+                             "RRULE:FREQ=WEEKLY;BYDAY=TU,TH;COUNT=2;X-NAME=x"), at=AT)
+    assert [b.day for b, _ in monday.occurrences] == [30, 1, 3]
+    # An EXDATE given as a DATE for a timed series leaves out that day's occurrence.
+    exdate = parse_event(one("DTSTART:20261201T090000Z", "DTEND:20261201T100000Z", "RRULE:FREQ=DAILY;COUNT=3",
+                             "EXDATE;VALUE=DATE:20261202"), at=AT)
+    assert [b.day for b, _ in exdate.occurrences] == [1, 3]
+
+
+def test_a_series_that_goes_on_past_the_window_says_how_far_it_was_read() -> None:
+    times = ("DTSTART:20261201T090000Z", "DTEND:20261201T100000Z")
+    window_end = AT + timedelta(days=731)
+    assert parse_event(one(*times, "RRULE:FREQ=WEEKLY;BYDAY=MO"), at=AT).read_until == window_end
+    assert parse_event(one(*times, "RRULE:FREQ=WEEKLY;UNTIL=20301231T000000Z"), at=AT).read_until == window_end
+    # COUNT not used up by the window's end (one Monday a week, 110 of them): it goes on.
+    assert parse_event(one(*times, "RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=110"), at=AT).read_until == window_end
+    # Ended within the window: nothing more to read.
+    for rule in ("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=10", "RRULE:FREQ=WEEKLY;UNTIL=20271231T000000Z", "RRULE:FREQ=HOURLY;COUNT=3"):
+        assert parse_event(one(*times, rule), at=AT).read_until is None, rule
+    # Cut short at MAX_OCCURRENCES: read up to the first occurrence not kept (the next 08:00).
+    capped = parse_event(one(*times, "RRULE:FREQ=DAILY;BYHOUR=8,14"), at=AT)
+    assert len(capped.occurrences) == 1000 and capped.read_until == capped.occurrences[-1][0] + timedelta(hours=18)
+    # Starting after the window: no occurrence yet, but read to the window's end.
+    later = parse_event(one("DTSTART:20300107T090000Z", "DTEND:20300107T100000Z", "RRULE:FREQ=WEEKLY"), at=AT)
+    assert later.occurrences == () and later.read_until == window_end and later.spans() == []
