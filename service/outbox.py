@@ -14,7 +14,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -56,13 +56,24 @@ class GiveUp(Exception):
 
 async def enqueue(session: AsyncSession, kind: str, payload: dict[str, Any], key: str) -> None:
     """Add a job in the caller's transaction, unless one with the same key already waits."""
+    await enqueue_many(session, [(kind, payload, key)])
+
+
+async def enqueue_many(session: AsyncSession, jobs: Sequence[tuple[str, dict[str, Any], str]]) -> None:
+    """`enqueue` for each (kind, payload, key), in one statement: a calendar given to a forum queues
+    a push for each of its meetings at once."""
+    if not jobs:
+        return
     now = utcnow()
-    values = {"kind": kind, "payload": payload, "key": key, "status": "pending", "attempts": 0,
-              "next_attempt_at": now, "created_at": now}
+    rows = [{"id": uuid.uuid4(), "kind": kind, "payload": payload, "key": key, "status": "pending", "attempts": 0,
+             "next_attempt_at": now, "created_at": now} for kind, payload, key in jobs]
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(OutboxJob).values(id=uuid.uuid4(), **values).on_conflict_do_nothing(index_elements=["key"], index_where=PENDING)
-    await session.execute(stmt)
+    stmt = insert(OutboxJob).on_conflict_do_nothing(index_elements=["key"], index_where=PENDING)
+    if len(rows) == 1:
+        await session.execute(stmt.values(**rows[0]))
+    else:
+        await session.execute(stmt, rows)
     session.info["outbox_written"] = True
 
 

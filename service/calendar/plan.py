@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Iterable
+from typing import Any, Iterable
 
 from sqlalchemy import select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import models as m
 from service.errors import Conflict
-from service.outbox import enqueue
+from service.outbox import enqueue, enqueue_many
 from service.timeutil import now
 
 PUSH = "calendar.push"
@@ -21,9 +21,12 @@ def push_key(calendar_url: str, meeting_id: uuid.UUID | str) -> str:
     return f"calendar:{digest}:{meeting_id}"
 
 
+def _push_job(meeting_id: uuid.UUID | str, calendar_url: str) -> tuple[str, dict[str, Any], str]:
+    return PUSH, {"meeting_id": str(meeting_id), "calendar_url": calendar_url}, push_key(calendar_url, meeting_id)
+
+
 async def enqueue_push(session: AsyncSession, meeting_id: uuid.UUID | str, calendar_url: str) -> None:
-    await enqueue(session, PUSH, {"meeting_id": str(meeting_id), "calendar_url": calendar_url},
-                  push_key(calendar_url, meeting_id))
+    await enqueue(session, *_push_job(meeting_id, calendar_url))
 
 
 async def plan_meeting(session: AsyncSession, meeting: m.Meeting, previous_room_ids: Iterable[str] = (),
@@ -61,24 +64,24 @@ async def attach_calendar(session: AsyncSession, url: str | None, purpose: str, 
         else:
             cal.purpose, cal.owner_id, cal.sync_token = purpose, owner_id, None
         await session.flush()
-    column = m.Meeting.forum_id if purpose == "forum" else None
-    if column is not None:
-        meetings = await session.scalars(select(m.Meeting).where(column == owner_id, m.Meeting.ends_at > now()))
+    if purpose == "forum":
+        meeting_ids = list(await session.scalars(
+            select(m.Meeting.id).where(m.Meeting.forum_id == owner_id, m.Meeting.ends_at > now())))
     else:
         booked = select(m.RoomBooking.meeting_id).where(
             m.RoomBooking.room_id == owner_id, m.RoomBooking.active.is_(True), m.RoomBooking.meeting_id.is_not(None))
-        meetings = await session.scalars(select(m.Meeting).where(m.Meeting.id.in_(booked)))
+        meeting_ids = list(await session.scalars(select(m.Meeting.id).where(m.Meeting.id.in_(booked))))
     targets = [u for u in (url, previous_url) if u]
-    for meeting in meetings:
-        for target in targets:
-            await enqueue_push(session, meeting.id, target)
+    jobs = [_push_job(meeting_id, target) for meeting_id in meeting_ids for target in targets]
     if previous_url:
         # Copies left in the old calendar by meetings no longer listed above.
         old = await session.scalars(
             select(m.CalendarObject.meeting_id).join(m.Calendar, m.Calendar.id == m.CalendarObject.calendar_id)
             .where(m.Calendar.url == previous_url, m.CalendarObject.meeting_id.is_not(None)))
-        for meeting_id in set(old):
-            await enqueue_push(session, meeting_id, previous_url)
+        jobs += [_push_job(meeting_id, previous_url) for meeting_id in set(old)]
+    # One statement for all of them: a forum of 1,000 meetings took 0.7 s one INSERT at a time, with
+    # the calendar server waiting for the first push meanwhile.
+    await enqueue_many(session, jobs)
 
 
 async def _still_used(session: AsyncSession, cal: m.Calendar) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import models as m
 from service.db.engine import create_database
-from service.outbox import Done, OutboxWorker, enqueue
+from service.outbox import Done, OutboxWorker, enqueue, enqueue_many
 
 
 async def _jobs(db: Any, count: int) -> None:
@@ -109,5 +109,21 @@ async def test_a_budget_stops_claiming_and_leaves_the_rest_pending_for_the_next_
         assert statuses.count("done") == 4 and statuses.count("pending") == 8
         assert await worker.run_once() == 8
         assert sorted(calls) == list(range(12))
+    finally:
+        await db.dispose()
+
+
+async def test_many_jobs_in_one_statement_keep_one_pending_job_per_key(database_url: str) -> None:
+    """`enqueue_many` (a calendar given to a forum with its meetings): a key already waiting, or given
+    twice in the same call, still has one pending job."""
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 2)  # note:0 and note:1 wait already
+        async with db.session(write=True) as s:
+            async with s.begin():
+                await enqueue_many(s, [("note", {"i": i % 4}, f"note:{i % 4}") for i in range(8)])
+        async with db.session(write=False) as s:
+            keys = list(await s.scalars(select(m.OutboxJob.key).where(m.OutboxJob.status == "pending")))
+        assert sorted(keys) == ["note:0", "note:1", "note:2", "note:3"]
     finally:
         await db.dispose()
