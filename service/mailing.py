@@ -22,7 +22,7 @@ from service.calendar.snapshot import build_event
 from service.db import models as m
 from service.db.engine import Database
 from service.links import LinkKeys
-from service.outbox import GiveUp, RetryLater, enqueue
+from service.outbox import GiveUp, RetryLater, enqueue, enqueue_many
 from service.settings import Settings
 from service.timeutil import local
 from service.usecases.base import Actor, UnitOfWork
@@ -36,8 +36,8 @@ WITHDRAWN = "mail.withdrawn"
 
 async def notify_invitees(session: AsyncSession, meeting: m.Meeting) -> None:
     """Queue a mail to every invited person (an update or a cancellation, decided when it runs)."""
-    for inv_id in await session.scalars(select(m.Invitation.id).where(m.Invitation.meeting_id == meeting.id)):
-        await enqueue(session, MAIL, {"invitation_id": str(inv_id)}, f"mail:{inv_id}")
+    invitations = await session.scalars(select(m.Invitation.id).where(m.Invitation.meeting_id == meeting.id))
+    await enqueue_many(session, [(MAIL, {"invitation_id": str(inv_id)}, f"mail:{inv_id}") for inv_id in invitations])
 
 
 async def withdraw_mail(session: AsyncSession, inv: m.Invitation, meeting: m.Meeting) -> None:

@@ -61,7 +61,7 @@ async def enqueue(session: AsyncSession, kind: str, payload: dict[str, Any], key
 
 async def enqueue_many(session: AsyncSession, jobs: Sequence[tuple[str, dict[str, Any], str]]) -> None:
     """`enqueue` for each (kind, payload, key), in one statement: a calendar given to a forum queues
-    a push for each of its meetings at once."""
+    a push for each of its meetings at once, a rescheduled meeting a mail for each invitee."""
     if not jobs:
         return
     now = utcnow()
@@ -70,7 +70,7 @@ async def enqueue_many(session: AsyncSession, jobs: Sequence[tuple[str, dict[str
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(OutboxJob).on_conflict_do_nothing(index_elements=["key"], index_where=PENDING)
-    if len(rows) == 1:
+    if len(rows) == 1:  # the usual case on the booking path: a plain INSERT, not the ORM's bulk path
         await session.execute(stmt.values(**rows[0]))
     else:
         await session.execute(stmt, rows)

@@ -27,9 +27,6 @@ _TZID = re.compile(rb"^TZID:([^\r\n]*)\r?\n(?![ \t])", re.M | re.I)
 RECUR_BEFORE = timedelta(days=31)
 RECUR_AFTER = timedelta(days=731)
 MAX_OCCURRENCES = 1000
-# Rules repeating within the day are read as one span from their first to their last occurrence in
-# the window (`_sub_daily_span`): a room calendar holds such a series only by mistake, and the span
-# can only block more.
 
 
 @dataclass(frozen=True)
@@ -178,7 +175,7 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
     found: set[tuple[datetime, datetime]] = set()
     removed: set[datetime] = set()
     for v in overrides:
-        removed.add(_local(_like(v["RECURRENCE-ID"].dt, first), zone).astimezone(timezone.utc))
+        removed.add(_instant(_like(v["RECURRENCE-ID"].dt, first), zone)[0])
         if (_text(v.get("STATUS")) or "").upper() == "CANCELLED" or (_text(v.get("TRANSP")) or "").upper() == "TRANSPARENT":
             continue
         if "DTSTART" in v:
@@ -188,8 +185,8 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
             found.add((begin, max(begin, end)))
     if master is None:
         return _window(found, since, until), None
-    rules = _list(master.get("RRULE"))
-    if any(_sub_daily(r) for r in rules):
+    rules = [_rule_parts(r) for r in _list(master.get("RRULE"))]
+    if any(_sub_daily(parts) for parts in rules):
         spans = _sub_daily_span(rules, first, length, since, until)
         goes_on = bool(spans) and spans[-1][1] >= until
         return _window(found | set(spans), since, until), until if goes_on else None
@@ -200,7 +197,7 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
         warnings.simplefilter("ignore", DeprecationWarning)
         goes_on = False  # whether a rule has instances after the window's end
         for rule in rules:
-            parts = _bounded(_rule_parts(rule), first, until)
+            parts = _bounded(rule, first, until)
             walked = rrulestr(_rule_text(parts, zone, until), dtstart=_walk_start(parts, first, length, since))
             series.rrule(walked)
             if parts.get("UNTIL") and _until(parts["UNTIL"][0], zone) <= until:
@@ -253,34 +250,47 @@ _UNIT = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600}
 
 
 def _rule_parts(rule: object) -> dict[str, list]:
+    """An RRULE's parts by upper-case name, each a list of its values."""
     return {str(k).upper(): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in rule.items()}  # type: ignore[attr-defined]
 
 
-def _sub_daily(rule: object) -> bool:
-    """A rule that repeats within the day: by its FREQ, or by more than 24 BYHOUR/BYMINUTE/BYSECOND
-    combinations a day (which dateutil would walk instance by instance)."""
-    parts = _rule_parts(rule)
-    if str(parts.get("FREQ", [""])[0]).upper() in _UNIT:
-        return True
+def _freq(parts: dict[str, list]) -> str:
+    return str(parts.get("FREQ", [""])[0]).upper()
+
+
+def _interval(parts: dict[str, list]) -> int:
+    """INTERVAL, at least 1 (0 would repeat DTSTART for ever)."""
+    interval = int(str(parts.get("INTERVAL", [1])[0]))
+    if interval < 1:
+        raise ValueError("INTERVAL must be at least 1")
+    return interval
+
+
+def _per_day(parts: dict[str, list]) -> int:
+    """The most instances the BYHOUR, BYMINUTE and BYSECOND parts make of one day."""
     per_day = 1
     for key in ("BYHOUR", "BYMINUTE", "BYSECOND"):
         per_day *= max(1, len(parts.get(key, [])))
-    return per_day > 24
+    return per_day
 
 
-def _sub_daily_span(rules: list, first: datetime, length: timedelta, since: datetime, until: datetime,
-                    ) -> list[tuple[datetime, datetime]]:
+def _sub_daily(parts: dict[str, list]) -> bool:
+    """A rule that repeats within the day: by its FREQ, or by more than 24 BYHOUR/BYMINUTE/BYSECOND
+    combinations a day (which dateutil would walk instance by instance)."""
+    return _freq(parts) in _UNIT or _per_day(parts) > 24
+
+
+def _sub_daily_span(rules: list[dict[str, list]], first: datetime, length: timedelta, since: datetime,
+                    until: datetime) -> list[tuple[datetime, datetime]]:
     """One span for a series repeating within the day, from its first start to the end of its
     last occurrence: by UNTIL (a DATE UNTIL includes its day), by COUNT where no BY part filters
-    the steps (`COUNT - 1` steps of INTERVAL), else to `until`; clipped to the window."""
+    the steps (`COUNT - 1` steps of INTERVAL), else to `until`; clipped to the window. A room
+    calendar holds such a series only by mistake, and the span can only block more than it."""
     start = first.astimezone(timezone.utc)
     ends = []
-    for rule in rules:
-        parts = _rule_parts(rule)
-        interval = int(str(parts.get("INTERVAL", [1])[0]))
-        unit = _UNIT.get(str(parts.get("FREQ", [""])[0]).upper())
-        if interval < 1:
-            raise ValueError("INTERVAL must be at least 1")
+    for parts in rules:
+        interval = _interval(parts)
+        unit = _UNIT.get(_freq(parts))
         if parts.get("UNTIL"):
             ends.append(_until(parts["UNTIL"][0], first.tzinfo or timezone.utc) + length)
         elif parts.get("COUNT") and unit and not any(k.startswith("BY") for k in parts):
@@ -296,11 +306,10 @@ def _walk_start(parts: dict[str, list], first: datetime, length: timedelta, sinc
     periods after DTSTART, just before the window (a series from 1990 is not walked day by day since
     then). Rules with COUNT count from DTSTART, and MONTHLY and YEARLY ones are walked from it (a
     few steps a year)."""
-    freq = str(parts.get("FREQ", [""])[0]).upper()
+    freq = _freq(parts)
     if "COUNT" in parts or freq not in ("DAILY", "WEEKLY"):
         return first
-    interval = int(str(parts.get("INTERVAL", [1])[0]))
-    period = timedelta(days=interval * (7 if freq == "WEEKLY" else 1))
+    period = timedelta(days=_interval(parts) * (7 if freq == "WEEKLY" else 1))
     wall_first = first.replace(tzinfo=None)
     wall_since = since.astimezone(first.tzinfo).replace(tzinfo=None) - length - timedelta(days=1)
     steps = (wall_since - wall_first) // period - 1
@@ -319,10 +328,9 @@ def _bounded(parts: dict[str, list], first: datetime, until: datetime) -> dict[s
     """The rule's parts, made safe to walk: INTERVAL at least 1, a rule that can never match refused
     (dateutil would walk it to the year 9999), and a COUNT that cannot run out before the window's
     end dropped (it changes nothing there, and without it the walk may start near the window)."""
-    freq = str(parts.get("FREQ", [""])[0]).upper()
-    interval = int(str(parts.get("INTERVAL", [1])[0]))
-    if interval < 1 or freq not in _PER_PERIOD:
-        raise ValueError("a rule needs a known FREQ and an INTERVAL of at least 1")
+    freq, interval = _freq(parts), _interval(parts)
+    if freq not in _PER_PERIOD:
+        raise ValueError("a rule needs a known FREQ")
     if parts.get("BYMONTHDAY"):
         months = [int(str(m)) for m in parts.get("BYMONTH", [])] or list(range(1, 13))
         days = [int(str(d)) for d in parts["BYMONTHDAY"]]
@@ -330,10 +338,7 @@ def _bounded(parts: dict[str, list], first: datetime, until: datetime) -> dict[s
             raise ValueError("BYMONTHDAY names no day of the months the rule allows")
     if parts.get("COUNT"):
         count = int(str(parts["COUNT"][0]))
-        per_day = 1
-        for key in ("BYHOUR", "BYMINUTE", "BYSECOND"):
-            per_day *= max(1, len(parts.get(key, [])))
-        periods = (count - 1) // (_PER_PERIOD[freq] * per_day)
+        periods = (count - 1) // (_PER_PERIOD[freq] * _per_day(parts))
         # The earliest the COUNT-th instance can be: after that many whole periods.
         if periods * interval * _PERIOD_DAYS[freq] > (until - first).days:
             parts = {k: v for k, v in parts.items() if k != "COUNT"}
@@ -382,11 +387,9 @@ def _aware(value: datetime, zone: tzinfo) -> datetime:
 
 def _instant(value: date | datetime, zone: tzinfo) -> tuple[datetime, bool]:
     """(aware UTC, whether it was a DATE)."""
-    if isinstance(value, datetime):
-        return _aware(value, zone).astimezone(timezone.utc), False
-    if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=zone).astimezone(timezone.utc), True
-    raise TypeError(f"not a date or date-time: {value!r}")
+    if not isinstance(value, date):  # a datetime is a date too
+        raise TypeError(f"not a date or date-time: {value!r}")
+    return _local(value, zone).astimezone(timezone.utc), not isinstance(value, datetime)
 
 
 def _end(vevent: Component, start_value: date | datetime, zone: tzinfo) -> datetime:

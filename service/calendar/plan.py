@@ -48,8 +48,7 @@ async def plan_meeting(session: AsyncSession, meeting: m.Meeting, previous_room_
                      .join(m.CalendarObject, m.CalendarObject.calendar_id == m.Calendar.id)
                      .where(m.CalendarObject.meeting_id == meeting.id))
     urls = set(await session.scalars(union_all(*parts) if len(parts) > 1 else parts[0]))
-    for url in sorted(urls):
-        await enqueue_push(session, meeting.id, url)
+    await enqueue_many(session, [_push_job(meeting.id, url) for url in sorted(urls)])
 
 
 async def attach_calendar(session: AsyncSession, url: str | None, purpose: str, owner_id: uuid.UUID,

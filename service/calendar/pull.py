@@ -176,9 +176,7 @@ class PullRules:
             return
         blocks = known.blocks.pop(href, [])
         if blocks:
-            await self._resolve(s, blocks[0])
-            for block in blocks:
-                await s.delete(block)
+            await self._drop(s, blocks)
             uow.audit("busy_block_removed", "room", blocks[0].room_id, {"calendar": cal.url, "uid": blocks[0].external_uid})
 
     async def apply_moves(self, uow: UnitOfWork, cal: m.Calendar, moves: Sequence[Move]) -> list[str]:
@@ -305,9 +303,7 @@ class PullRules:
             placeholder = False
         if not spans:
             if blocks:
-                await self._resolve(s, blocks[0])
-                for block in blocks:
-                    await s.delete(block)
+                await self._drop(s, blocks)
                 known.blocks.pop(seen.href, None)
                 uow.audit("busy_block_removed", "room", cal.owner_id, {"calendar": cal.url, "href": seen.href})
             return
@@ -390,6 +386,12 @@ class PullRules:
                        f"({block.summary or 'busy'}, {block.starts_at.isoformat()}–{block.ends_at.isoformat()}) "
                        f"overlaps the booking of meeting {meeting.title!r}"))
             uow.audit("conflict_found", "meeting", meeting.id, {"room_id": block.room_id, "uid": block.external_uid})
+
+    async def _drop(self, s: AsyncSession, blocks: Sequence[m.RoomBooking]) -> None:
+        """An event's blocks gone: their open conflicts resolved, their rows deleted."""
+        await self._resolve(s, blocks[0])
+        for block in blocks:
+            await s.delete(block)
 
     @staticmethod
     async def _resolve(s: AsyncSession, block: m.RoomBooking) -> None:

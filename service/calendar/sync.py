@@ -70,7 +70,7 @@ class CalendarSync:
                 if found is None:
                     return 0, 0
                 url, token, purpose = found
-                series = await self._series_to_reread(s, calendar_id, reread) if purpose == "room" else []
+                series = await self._series_to_reread(s, calendar_id, reread) if purpose == "room" else None
                 # href and ETag only: every object of the calendar is listed here, each sync.
                 known = dict((await s.execute(select(m.CalendarObject.href, m.CalendarObject.etag)
                                               .where(m.CalendarObject.calendar_id == calendar_id))).all())
@@ -80,13 +80,11 @@ class CalendarSync:
             try:
                 changes = await self.connector.changes(url, token, known)
                 listed = {obj.href for obj in changes.changed} | set(changes.deleted)
-                again = [h for h in series if h not in listed]
+                again = [h for h in series or () if h not in listed]
                 reread_objects = await self.connector.multiget(url, again) if again else []
             except CalendarError as exc:
                 await self._record_error(calendar_id, exc)
                 raise
-            if series:
-                self._reread_at[calendar_id] = time.monotonic()
             seen = [Seen(obj.href, obj.etag, parse_event(obj.data, self.default_zone))
                     for obj in [*changes.changed, *reread_objects]]
             # One transaction for the whole change set, moves included (each in a savepoint): either
@@ -102,15 +100,18 @@ class CalendarSync:
                 cal.last_sync_at = now()
                 cal.last_error = None
                 await uow.commit()
+            if series is not None:
+                self._reread_at[calendar_id] = time.monotonic()  # checked, and what it found is on record
             for outcome in outcomes:
                 self.rules.meetings.on_booking(outcome)
             return len(changes.changed), len(changes.deleted)
 
-    async def _series_to_reread(self, s, calendar_id: uuid.UUID, now_anyway: bool) -> list[str]:  # noqa: ANN001
-        """The hrefs of recurring events in a room calendar whose blocks end short of the horizon."""
+    async def _series_to_reread(self, s, calendar_id: uuid.UUID, now_anyway: bool) -> list[str] | None:  # noqa: ANN001
+        """The hrefs of recurring events in a room calendar whose blocks end short of the horizon;
+        None when this calendar was checked less than `REREAD_EVERY_S` ago (and `now_anyway` is not set)."""
         last = self._reread_at.get(calendar_id)
         if not now_anyway and last is not None and time.monotonic() - last < REREAD_EVERY_S:
-            return []
+            return None
         rows = await s.execute(
             select(m.RoomBooking.external_href).distinct().where(
                 m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.external_href.is_not(None),
