@@ -5,7 +5,7 @@ import asyncio
 import io
 import logging
 from dataclasses import dataclass
-from typing import Awaitable
+from typing import Awaitable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,12 +20,12 @@ from service.db import models as m
 from service.db.engine import Database
 from service.http.auth import TokenVerifier
 from service.links import LinkKeys
-from service.mailing import MAIL, WITHDRAWN, InvitationMailer, notify_invitees
+from service.mailing import MAIL, WITHDRAWN, InvitationMailer, invitee_mail_jobs
 from service.metrics import Metrics
-from service.outbox import OutboxWorker, retry_now
+from service.outbox import Job, OutboxWorker, retry_now
 from service.participation.attendance import Attendance
 from service.participation.links import Links
-from service.participation.video import CONFERENCE, VideoGateway, enqueue_conference
+from service.participation.video import CONFERENCE, VideoGateway, conference_job
 from service.settings import Settings, kept_secret
 from service.usecases.audit import AuditLog
 from service.usecases.calendars import CalendarStatus
@@ -114,11 +114,11 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
     metrics = Metrics()
     video = VideoGateway(db, settings)
 
-    async def on_change(session: AsyncSession, meeting: m.Meeting, new: bool) -> None:
-        if meeting.conference is not None:
-            await enqueue_conference(session, meeting.id)
+    async def on_change(session: AsyncSession, changed: Sequence[m.Meeting], new: bool) -> list[Job]:
+        jobs = [conference_job(meeting.id) for meeting in changed if meeting.conference is not None]
         if not new:
-            await notify_invitees(session, meeting)
+            jobs += await invitee_mail_jobs(session, [meeting.id for meeting in changed])
+        return jobs
 
     meetings = Meetings(db, on_booking=metrics.booking, on_change=on_change, check_provider=video.check)
     accounts = [CalendarAccount(a.url, a.username, a.password, a.verify_tls) for a in settings.calendar.accounts]

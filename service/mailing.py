@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import uuid
 from email.utils import formataddr
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
@@ -22,7 +22,7 @@ from service.calendar.snapshot import build_event
 from service.db import models as m
 from service.db.engine import Database
 from service.links import LinkKeys
-from service.outbox import GiveUp, RetryLater, enqueue, enqueue_many
+from service.outbox import GiveUp, Job, RetryLater, enqueue
 from service.settings import Settings
 from service.timeutil import local
 from service.usecases.base import Actor, UnitOfWork
@@ -34,10 +34,10 @@ MAIL = "mail.invitation"
 WITHDRAWN = "mail.withdrawn"
 
 
-async def notify_invitees(session: AsyncSession, meeting: m.Meeting) -> None:
-    """Queue a mail to every invited person (an update or a cancellation, decided when it runs)."""
-    invitations = await session.scalars(select(m.Invitation.id).where(m.Invitation.meeting_id == meeting.id))
-    await enqueue_many(session, [(MAIL, {"invitation_id": str(inv_id)}, f"mail:{inv_id}") for inv_id in invitations])
+async def invitee_mail_jobs(session: AsyncSession, meeting_ids: Sequence[uuid.UUID]) -> list[Job]:
+    """A mail to every person invited to the meetings (an update or a cancellation, decided when it runs)."""
+    invitations = await session.scalars(select(m.Invitation.id).where(m.Invitation.meeting_id.in_(meeting_ids)))
+    return [(MAIL, {"invitation_id": str(inv_id)}, f"mail:{inv_id}") for inv_id in invitations]
 
 
 async def withdraw_mail(session: AsyncSession, inv: m.Invitation, meeting: m.Meeting) -> None:

@@ -27,6 +27,8 @@ from service.db.models import OutboxJob, utcnow
 
 log = logging.getLogger("forumbridge.outbox")
 PENDING = text("status = 'pending'")
+# A job as queued: (kind, payload, key).
+Job = tuple[str, dict[str, Any], str]
 LEASE = timedelta(minutes=5)
 MAX_BACKOFF = 300.0
 # Jobs one worker runs at once (each with its own key), and jobs it claims per transaction.
@@ -59,7 +61,7 @@ async def enqueue(session: AsyncSession, kind: str, payload: dict[str, Any], key
     await enqueue_many(session, [(kind, payload, key)])
 
 
-async def enqueue_many(session: AsyncSession, jobs: Sequence[tuple[str, dict[str, Any], str]]) -> None:
+async def enqueue_many(session: AsyncSession, jobs: Sequence[Job]) -> None:
     """`enqueue` for each (kind, payload, key), in one statement: a calendar given to a forum queues
     a push for each of its meetings at once, a rescheduled meeting a mail for each invitee."""
     if not jobs:

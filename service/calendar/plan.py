@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from sqlalchemy import select, union_all
+from sqlalchemy import literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import models as m
 from service.errors import Conflict
-from service.outbox import enqueue, enqueue_many
+from service.outbox import Job, enqueue, enqueue_many
 from service.timeutil import now
 
 PUSH = "calendar.push"
@@ -21,7 +21,7 @@ def push_key(calendar_url: str, meeting_id: uuid.UUID | str) -> str:
     return f"calendar:{digest}:{meeting_id}"
 
 
-def _push_job(meeting_id: uuid.UUID | str, calendar_url: str) -> tuple[str, dict[str, Any], str]:
+def _push_job(meeting_id: uuid.UUID | str, calendar_url: str) -> Job:
     return PUSH, {"meeting_id": str(meeting_id), "calendar_url": calendar_url}, push_key(calendar_url, meeting_id)
 
 
@@ -29,26 +29,45 @@ async def enqueue_push(session: AsyncSession, meeting_id: uuid.UUID | str, calen
     await enqueue(session, *_push_job(meeting_id, calendar_url))
 
 
+# A changed meeting, with the rooms and the forum it had before the change.
+Changed = tuple[m.Meeting, Iterable[str], "uuid.UUID | None"]
+
+
 async def plan_meeting(session: AsyncSession, meeting: m.Meeting, previous_room_ids: Iterable[str] = (),
                        previous_forum_id: uuid.UUID | None = None, *, new: bool = False) -> None:
-    """Queue a push to every calendar that shows, or showed, `meeting` (`new`: it has no copies yet).
+    """Queue a push to every calendar that shows, or showed, `meeting` (`new`: it has no copies yet)."""
+    await enqueue_many(session, await push_jobs(session, [(meeting, previous_room_ids, previous_forum_id)], new=new))
 
-    The calendars come from one statement: the forums', the rooms', and those holding a copy.
+
+async def push_jobs(session: AsyncSession, changed: Sequence[Changed], *, new: bool = False) -> list[Job]:
+    """A push job to every calendar that shows, or showed, each changed meeting (`new`: none has
+    copies yet), in the meetings' order.
+
+    The calendars of all of them come from one statement: the forums', the rooms', and those
+    holding a copy, each row keyed by the forum, room or meeting it belongs to.
     """
-    forum_ids = {meeting.forum_id} | ({previous_forum_id} if previous_forum_id else set())
-    parts = [select(m.Forum.calendar_url.label("url"))
+    forum_ids = {fid for meeting, _, previous in changed for fid in (meeting.forum_id, previous) if fid}
+    room_ids = {uuid.UUID(r) for meeting, previous, _ in changed for r in (*meeting.room_ids, *previous)}
+    parts = [select(literal("forum").label("kind"), m.Forum.id.label("key"), m.Forum.calendar_url.label("url"))
              .where(m.Forum.id.in_(forum_ids), m.Forum.calendar_url.is_not(None))]
-    room_ids = {uuid.UUID(r) for r in (*meeting.room_ids, *previous_room_ids)}
     if room_ids:
-        parts.append(select(m.Room.calendar_url.label("url"))
+        parts.append(select(literal("room"), m.Room.id, m.Room.calendar_url)
                      .where(m.Room.id.in_(room_ids), m.Room.calendar_url.is_not(None)))
     if not new:
         # Calendars holding a copy already: a copy that should go away is removed there.
-        parts.append(select(m.Calendar.url.label("url"))
+        parts.append(select(literal("copy"), m.CalendarObject.meeting_id, m.Calendar.url)
                      .join(m.CalendarObject, m.CalendarObject.calendar_id == m.Calendar.id)
-                     .where(m.CalendarObject.meeting_id == meeting.id))
-    urls = set(await session.scalars(union_all(*parts) if len(parts) > 1 else parts[0]))
-    await enqueue_many(session, [_push_job(meeting.id, url) for url in sorted(urls)])
+                     .where(m.CalendarObject.meeting_id.in_([meeting.id for meeting, _, _ in changed])))
+    urls: dict[tuple[str, uuid.UUID], set[str]] = {}
+    for kind, key, url in await session.execute(union_all(*parts) if len(parts) > 1 else parts[0]):
+        urls.setdefault((kind, key), set()).add(url)
+    jobs: list[Job] = []
+    for meeting, previous_rooms, previous_forum in changed:
+        keys = [("forum", meeting.forum_id), ("forum", previous_forum), ("copy", meeting.id)]
+        keys += [("room", uuid.UUID(r)) for r in (*meeting.room_ids, *previous_rooms)]
+        wanted = set().union(*(urls.get(k, ()) for k in keys))
+        jobs += [_push_job(meeting.id, url) for url in sorted(wanted)]
+    return jobs
 
 
 async def attach_calendar(session: AsyncSession, url: str | None, purpose: str, owner_id: uuid.UUID,

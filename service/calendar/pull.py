@@ -209,14 +209,12 @@ class PullRules:
         return outcomes
 
     async def _all_moves(self, uow: UnitOfWork, moves: Sequence[Move]) -> bool:
-        """Apply every move in one savepoint; False (and none applied) when the rules refuse one or
-        a race is lost, and then each is tried on its own. Usually all are applied: two statements
-        for the lot instead of two for each."""
+        """Apply every move in one savepoint, with the booking rules' reads and writes made once for
+        all of them; False (and none applied) when the rules refuse one or a race is lost, and then
+        each is tried on its own."""
         try:
             async with uow.session.begin_nested():
-                for move in moves:
-                    patch = api.MeetingPatch(starts_at=move.starts_at, ends_at=move.ends_at)
-                    await self.meetings.update_in(uow, move.meeting_id, patch)
+                await self.meetings.reschedule_many(uow, [(mv.meeting_id, mv.starts_at, mv.ends_at) for mv in moves])
             return True
         except (DomainError, ValueError):
             return False

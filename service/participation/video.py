@@ -24,7 +24,7 @@ from service.db import models as m
 from service.db.engine import Database
 from service.errors import Invalid
 from service.participation.errors import NoVideo
-from service.outbox import GiveUp, RetryLater, enqueue
+from service.outbox import GiveUp, Job, RetryLater
 from service.settings import Settings, SettingsError
 from service.timeutil import now
 from service.usecases.base import Actor, UnitOfWork
@@ -33,8 +33,9 @@ log = logging.getLogger("forumbridge.video")
 CONFERENCE = "video.conference"
 
 
-async def enqueue_conference(session: Any, meeting_id: uuid.UUID) -> None:
-    await enqueue(session, CONFERENCE, {"meeting_id": str(meeting_id)}, f"conference:{meeting_id}")
+def conference_job(meeting_id: uuid.UUID) -> Job:
+    """The job that makes a meeting's conference match the database."""
+    return CONFERENCE, {"meeting_id": str(meeting_id)}, f"conference:{meeting_id}"
 
 
 def room_key(meeting_id: uuid.UUID) -> str:

@@ -4,21 +4,22 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import api
-from service.calendar.plan import plan_meeting
+from service.calendar.plan import Changed, push_jobs
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import Conflict, Invalid, NotFound, RoomConflict
 from service.timeutil import now, to_utc
 from service.usecases import views
 from service.usecases.base import Actor, UnitOfWork, fetch_page
-from service.usecases.rooms import ensure_free
+from service.outbox import Job, enqueue_many
+from service.usecases.rooms import Want, clash_error, ensure_free, find_clashes
 
 T = TypeVar("T")
 MAX_MEETING = timedelta(days=31)
@@ -47,6 +48,13 @@ def _span(start: datetime, end: datetime, zone: str, prefix: str = "") -> Span:
     return Span(s, e)
 
 
+def _meeting_span(start: datetime, end: datetime, zone: str) -> Span:
+    span = _span(start, end, zone)
+    if span.end - span.start > MAX_MEETING:
+        raise Invalid("ends_at", "a meeting may last at most 31 days")
+    return span
+
+
 def _inside(session: Span, meeting: Span, prefix: str) -> None:
     if session.start < meeting.start:
         raise Invalid(f"{prefix}starts_at", "the session starts before its meeting")
@@ -61,21 +69,28 @@ class Meetings:
         self,
         db: Database,
         on_booking: Callable[[str], None] = lambda outcome: None,
-        on_change: Callable[[AsyncSession, m.Meeting, bool], Awaitable[None]] | None = None,
+        on_change: Callable[[AsyncSession, Sequence[m.Meeting], bool], Awaitable[list[Job]]] | None = None,
         check_provider: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.db = db
         self.on_booking = on_booking
-        # In the change's transaction: queue what participants must get (mail, conference).
+        # In the change's transaction: the jobs that bring participants what they must get (mail, conference).
         self.on_change = on_change
         self.check_provider = check_provider
 
-    async def _changed(self, s: AsyncSession, meeting: m.Meeting, *previous: Any, new: bool = False) -> None:
+    async def _changed(self, s: AsyncSession, meeting: m.Meeting, previous_rooms: Iterable[str] = (),
+                       previous_forum: uuid.UUID | None = None, new: bool = False) -> None:
         """Queue what the change means for calendars and participants; `new`: the meeting was just
         created, so it has no calendar copies and no invitations yet."""
-        await plan_meeting(s, meeting, *previous, new=new)
+        await self._changed_many(s, [(meeting, previous_rooms, previous_forum)], new=new)
+
+    async def _changed_many(self, s: AsyncSession, changed: Sequence[Changed], new: bool = False) -> None:
+        """`_changed` for several meetings: the calendars of all of them read at once, every job
+        queued in one statement."""
+        jobs = await push_jobs(s, changed, new=new)
         if self.on_change is not None:
-            await self.on_change(s, meeting, new)
+            jobs += await self.on_change(s, [meeting for meeting, _, _ in changed], new)
+        await enqueue_many(s, jobs)
 
     # -- reading ---------------------------------------------------------------
     async def get(self, meeting_id: uuid.UUID) -> api.MeetingOut:
@@ -147,9 +162,7 @@ class Meetings:
         async def work(uow: UnitOfWork) -> api.MeetingOut:
             s = uow.session
             zone = body.timezone
-            span = _span(body.starts_at, body.ends_at, zone)
-            if span.end - span.start > MAX_MEETING:
-                raise Invalid("ends_at", "a meeting may last at most 31 days")
+            span = _meeting_span(body.starts_at, body.ends_at, zone)
             if not await _forum_exists(s, body.forum_id):
                 raise Invalid("forum_id", f"no forum with id {body.forum_id}")
             rooms = await self._rooms(uow, body.room_ids)
@@ -200,9 +213,7 @@ class Meetings:
         """`update`'s work in the caller's transaction, which the caller commits (or rolls back)."""
         given = patch.model_fields_set
         s = uow.session
-        meeting = await self._load(uow, meeting_id)
-        if meeting.status == "cancelled":
-            raise Conflict("the meeting is cancelled; book a new one instead")
+        meeting = await self._writable(uow, meeting_id)
         before_rooms, before_forum = list(meeting.room_ids), meeting.forum_id
         changed: dict[str, Any] = {}
         for name in ("title", "description"):
@@ -216,13 +227,11 @@ class Meetings:
             changed["forum_id"] = patch.forum_id
         zone = patch.timezone if "timezone" in given and patch.timezone else meeting.timezone
         old = Span(meeting.starts_at, meeting.ends_at)
-        new = _span(
+        new = _meeting_span(
             patch.starts_at if patch.starts_at is not None else old.start,
             patch.ends_at if patch.ends_at is not None else old.end,
             zone,
         )
-        if new.end - new.start > MAX_MEETING:
-            raise Invalid("ends_at", "a meeting may last at most 31 days")
         room_ids = [str(r) for r in patch.room_ids] if patch.room_ids is not None else list(meeting.room_ids)
         rooms = await self._rooms(uow, [uuid.UUID(r) for r in room_ids])
         moved = new != old
@@ -270,6 +279,47 @@ class Meetings:
         await self._changed(s, meeting, before_rooms, before_forum)
         uow.audit("rescheduled" if moved else "updated", "meeting", meeting.id, changed)
         return views.meeting(meeting)
+
+    async def reschedule_many(self, uow: UnitOfWork, moves: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> None:
+        """Give several meetings a new time each, in the caller's transaction: `update_in`'s rules for
+        a new time (rooms kept, sessions taken along), with the room check and the writes made once
+        for all of them. Raises as `update_in` would on the first move the rules refuse; the caller
+        then rolls back and tries them one by one.
+
+        The bookings move first and are then checked all together: two of the moves may not take
+        the same room at the same time. (PostgreSQL's exclusion constraint checks each row as it
+        moves, so there a meeting taking the slot another one leaves sends them one by one.)
+        """
+        s = uow.session
+        moved: list[tuple[m.Meeting, Span]] = []
+        for meeting_id, starts_at, ends_at in moves:
+            meeting = await self._writable(uow, meeting_id)
+            old, new = Span(meeting.starts_at, meeting.ends_at), _meeting_span(starts_at, ends_at, meeting.timezone)
+            if new != old:
+                self._carry_sessions(meeting, old, new)
+                moved.append((meeting, new))
+        if not moved:
+            return
+        roomed = [(meeting, new) for meeting, new in moved if meeting.room_ids]
+        if roomed:
+            rooms = {r.id: r for r in await self._rooms(uow, list({uuid.UUID(r) for mt, _ in roomed for r in mt.room_ids}))}
+            # Core, one statement with a row of parameters per meeting (the ORM would want primary keys).
+            bookings = m.RoomBooking.__table__
+            await (await s.connection()).execute(
+                update(bookings).where(bookings.c.meeting_id == bindparam("b_meeting"), bookings.c.active.is_(True))
+                .values(starts_at=bindparam("b_start"), ends_at=bindparam("b_end")),
+                [{"b_meeting": mt.id, "b_start": new.start, "b_end": new.end} for mt, new in roomed])
+            wants = [Want([rooms[uuid.UUID(r)] for r in mt.room_ids], new.start, new.end, mt.id) for mt, new in roomed]
+            for clash in await find_clashes(s, wants):
+                if clash is not None:
+                    raise clash_error(clash)
+        for meeting, new in moved:
+            meeting.starts_at, meeting.ends_at = new.start, new.end
+            meeting.sequence += 1
+            meeting.updated_at = now()
+            uow.audit("rescheduled", "meeting", meeting.id, {"starts_at": new.start, "ends_at": new.end})
+        await s.flush()
+        await self._changed_many(s, [(meeting, meeting.room_ids, meeting.forum_id) for meeting, _ in moved])
 
     async def cancel(self, actor: Actor, meeting_id: uuid.UUID) -> api.MeetingOut:
         async with UnitOfWork(self.db, actor, write=True) as uow:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,18 +61,36 @@ def _candidates(room_id: uuid.UUID, start: datetime, end: datetime, exclude_meet
     return [select(own_q.c.id), select(blocks_q.c.id)]
 
 
+@dataclass(frozen=True)
+class Want:
+    """Rooms wanted for [start, end), by the meeting `exclude_meeting` (whose own bookings never clash)."""
+
+    rooms: list[m.Room]
+    start: datetime
+    end: datetime
+    exclude_meeting: uuid.UUID | None = None
+
+
 async def find_clash(
     session: AsyncSession, rooms: list[m.Room], start: datetime, end: datetime, exclude_meeting: uuid.UUID | None = None
 ) -> Clash | None:
-    """The first active booking of any of `rooms` that overlaps [start, end), if any.
+    """The first active booking of any of `rooms` that overlaps [start, end), if any."""
+    [clash] = await find_clashes(session, [Want(rooms, start, end, exclude_meeting)])
+    return clash
 
-    One statement for all rooms: each room's probes (see `_candidates`) in a UNION ALL,
-    the holding meeting's title joined in.
+
+async def find_clashes(session: AsyncSession, wants: list[Want]) -> list[Clash | None]:
+    """For each want, the first active booking of its rooms that overlaps its span, if any.
+
+    One statement for all of them: each room's probes (see `_candidates`) in a UNION ALL,
+    the holding meeting's title joined in. Several meetings moved at once may overlap each
+    other only until this check has run over all of them: of two overlapping bookings, the
+    later one's probe finds one starting inside the earlier one's span or the earlier one.
     """
-    if not rooms:
-        return None
-    ordered = sorted(rooms, key=lambda r: r.id)
-    probes = [q for room in ordered for q in _candidates(room.id, start, end, exclude_meeting)]
+    probes = [q for want in wants for room in want.rooms
+              for q in _candidates(room.id, want.start, want.end, want.exclude_meeting)]
+    if not probes:
+        return [None] * len(wants)
     rows = (
         await session.execute(
             select(m.RoomBooking, m.Meeting.title)
@@ -79,10 +98,17 @@ async def find_clash(
             .where(m.RoomBooking.id.in_(union_all(*probes).scalar_subquery()))
         )
     ).all()
-    hits = [(b, title) for b, title in rows if b.starts_at < end and b.ends_at > start]
+    return [_first_clash(want, rows) for want in wants]
+
+
+def _first_clash(want: Want, rows: list[Any]) -> Clash | None:
+    ordered = sorted(want.rooms, key=lambda r: r.id)
+    rank = {room.id: i for i, room in enumerate(ordered)}
+    hits = [(b, title) for b, title in rows
+            if b.room_id in rank and b.starts_at < want.end and b.ends_at > want.start
+            and (want.exclude_meeting is None or b.meeting_id != want.exclude_meeting)]
     if not hits:
         return None
-    rank = {room.id: i for i, room in enumerate(ordered)}
     booking, title = min(hits, key=lambda h: (rank[h[0].room_id], h[0].source != "service", h[0].starts_at))
     room = next(r for r in ordered if r.id == booking.room_id)
     holder = booking.meeting_id if title is not None else None
