@@ -97,16 +97,19 @@ class Services:
         await stop_step("the video connectors", self.video.close())
 
     async def sync_now(self) -> api.SyncResult:
-        """Pull every calendar, then run what that and earlier changes queued, claiming jobs for at
-        most `SYNC_NOW_JOBS_S`: what is left stays pending for the worker (see /api/v1/calendars)."""
+        """Pull every calendar (reading for at most `SYNC_NOW_PULL_S`), then run what that and earlier
+        changes queued, claiming jobs for at most `SYNC_NOW_JOBS_S`: what is left stays pending for
+        the worker, and a calendar not read is read by the next sync (see /api/v1/calendars)."""
         await retry_now(self.db)
-        result = await self.calendar_sync.sync_all(reread=True)
+        result = await self.calendar_sync.sync_all(reread=True, within_s=SYNC_NOW_PULL_S)
         result.jobs_run = await self.outbox.run_once(budget_s=SYNC_NOW_JOBS_S)
         return result
 
 
-# How long an on-demand sync claims outbox jobs before it answers; jobs that wait for a server that
-# does not answer would otherwise keep the request open for as long as they pile up.
+# How long an on-demand sync reads calendars, and then claims outbox jobs, before it answers: a
+# server that does not answer would otherwise keep the request open for its timeout once per
+# calendar, and jobs waiting for it for as long as they pile up.
+SYNC_NOW_PULL_S = 20.0
 SYNC_NOW_JOBS_S = 20.0
 
 

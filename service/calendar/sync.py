@@ -12,7 +12,7 @@ from typing import AsyncIterator
 
 from sqlalchemy import select, text
 
-from connectors.calendar import CalendarConnector, CalendarError
+from connectors.calendar import CalendarConnector, CalendarError, CalendarUnavailable
 from schemas import api
 from service.calendar._parse import RECUR_AFTER
 from service.calendar.ical import parse_event
@@ -29,6 +29,9 @@ log = logging.getLogger("forumbridge.calendar")
 # once per `REREAD_EVERY_S` per calendar on the interval, on every on-demand sync.
 REREAD_MARGIN = RECUR_AFTER - timedelta(days=30)
 REREAD_EVERY_S = 6 * 3600.0
+# Calendars read at once: the reading is network waiting, and a server that does not answer then
+# holds one of these, not the whole sync.
+PULL_CONCURRENCY = 4
 
 
 class CalendarSync:
@@ -42,25 +45,37 @@ class CalendarSync:
         self._local_locks: dict[str, asyncio.Lock] = {}
         self._reread_at: dict[uuid.UUID, float] = {}  # when each room calendar's series were last read again
 
-    async def sync_all(self, reread: bool = False) -> api.SyncResult:
-        """Pull every calendar in use; `reread` reads every long recurring series again now (an
-        operator's sync), not only when its calendar's turn has come."""
+    async def sync_all(self, reread: bool = False, within_s: float | None = None) -> api.SyncResult:
+        """Pull every calendar in use, `PULL_CONCURRENCY` at a time; `reread` reads every long
+        recurring series again now (an operator's sync), not only when its calendar's turn has come.
+
+        `within_s` bounds the reading from the calendar servers: a calendar not read by then is
+        left as it was (its token, its objects), its error recorded, and the next sync reads it.
+        Only the reading is cut short, never the transaction that applies what was read."""
         async with self.db.session(write=False) as s:
             used = set(await s.scalars(select(m.Forum.calendar_url).where(m.Forum.calendar_url.is_not(None))))
             used |= set(await s.scalars(select(m.Room.calendar_url).where(m.Room.calendar_url.is_not(None))))
             cals = [(c.id, c.url) for c in await s.scalars(select(m.Calendar).where(m.Calendar.url.in_(used)))] if used else []
         result = api.SyncResult(calendars=len(cals), changed=0, deleted=0, errors=[], jobs_run=0)
-        for cal_id, url in cals:
-            try:
-                changed, deleted = await self.sync_one(cal_id, reread)
-                result.changed += changed
-                result.deleted += deleted
-            except CalendarError as exc:
-                result.errors.append(f"{url}: {type(exc).__name__}: {exc}")
+        deadline = asyncio.get_running_loop().time() + within_s if within_s is not None else None
+        gate = asyncio.Semaphore(PULL_CONCURRENCY)
+
+        async def pull(cal_id: uuid.UUID, url: str) -> None:
+            async with gate:
+                try:
+                    changed, deleted = await self.sync_one(cal_id, reread, deadline)
+                    result.changed += changed
+                    result.deleted += deleted
+                except CalendarError as exc:
+                    result.errors.append(f"{url}: {type(exc).__name__}: {exc}")
+
+        await asyncio.gather(*(pull(cal_id, url) for cal_id, url in cals))
         return result
 
-    async def sync_one(self, calendar_id: uuid.UUID, reread: bool = False) -> tuple[int, int]:
-        """Pull one calendar; returns (objects changed, objects deleted). Raises CalendarError after recording it."""
+    async def sync_one(self, calendar_id: uuid.UUID, reread: bool = False,
+                       deadline: float | None = None) -> tuple[int, int]:
+        """Pull one calendar; returns (objects changed, objects deleted). Raises CalendarError after
+        recording it, also when the server has not answered by `deadline` (the loop's clock)."""
         async with self._exclusive(calendar_id) as mine:
             if not mine:
                 return 0, 0  # another replica syncs it right now
@@ -78,10 +93,15 @@ class CalendarSync:
                     select(m.RoomBooking.external_href, m.RoomBooking.external_etag)
                     .where(m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.external_href.is_not(None)))).all())
             try:
-                changes = await self.connector.changes(url, token, known)
-                listed = {obj.href for obj in changes.changed} | set(changes.deleted)
-                again = [h for h in series or () if h not in listed]
-                reread_objects = await self.connector.multiget(url, again) if again else []
+                async with asyncio.timeout_at(deadline):
+                    changes = await self.connector.changes(url, token, known)
+                    listed = {obj.href for obj in changes.changed} | set(changes.deleted)
+                    again = [h for h in series or () if h not in listed]
+                    reread_objects = await self.connector.multiget(url, again) if again else []
+            except TimeoutError:
+                late = CalendarUnavailable("no answer before the sync's time was up; the next sync reads it", url=url)
+                await self._record_error(calendar_id, late)
+                raise late from None
             except CalendarError as exc:
                 await self._record_error(calendar_id, exc)
                 raise

@@ -15,6 +15,7 @@ import pytest
 from icalendar import Calendar
 from sqlalchemy import delete, event, select, update
 
+from service import container
 from service.app import create_app
 from service.calendar.plan import PUSH, push_key
 from service.calendar.pull import PullRules
@@ -24,6 +25,7 @@ from service.settings import Settings
 from tests.conftest import meeting_body
 from tests.support.caldav_servers import CaldavServer
 from tests.support.http import ApiClient, token_for
+from tests.support.tcp_proxy import TcpProxy
 
 STHLM = ZoneInfo("Europe/Stockholm")
 
@@ -436,6 +438,37 @@ async def test_two_moves_in_one_sync_onto_the_same_free_slot_are_one_applied_one
     await settle(api)
     forum = {str(vevent(c)["UID"]): vevent(c).decoded("DTSTART") for _, c in await objects(caldav_server, calendars["forum"])}
     assert forum == {applied[0]["uid"]: slot[0], kept[0]["uid"]: datetime.fromisoformat(kept[0]["starts_at"])}
+
+
+async def test_an_on_demand_sync_answers_in_its_time_while_calendar_servers_do_not(
+        api, world, calendars, caldav_server, client, monkeypatch) -> None:
+    # Two calendars behind a network that takes connections and drops every packet: without a bound
+    # the sync would wait out the connector's timeout (30 s) for each in turn.
+    monkeypatch.setattr(container, "SYNC_NOW_PULL_S", 1.0)
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    await settle(api)
+    [(href, _)] = await objects(caldav_server, calendars["forum"])
+    _rewrite(caldav_server, href, b"", DTSTART=datetime(2027, 4, 5, 13, 0, tzinfo=STHLM),
+             DTEND=datetime(2027, 4, 5, 16, 0, tzinfo=STHLM))
+    proxy = TcpProxy("127.0.0.1", int(caldav_server.origin.rsplit(":", 1)[1])).start()
+    try:
+        proxy.stall()
+        silent = {}
+        for i, name in enumerate(("Kebnekaise", "Sarek")):
+            room = await api.ok("POST", "/api/v1/rooms", {"site_id": world["sites"]["Östersund"]["id"], "name": name})
+            silent[room["id"]] = f"http://127.0.0.1:{proxy.port}/tyst/{i}/"
+            await api.ok("PATCH", f"/api/v1/rooms/{room['id']}", {"calendar_url": silent[room["id"]]})
+        result = await sync(api)
+        assert sorted(e.split(": ", 1)[0] for e in result["errors"]) == sorted(silent.values())
+        assert all("no answer before the sync's time was up" in e for e in result["errors"]), result["errors"]
+        # The calendars that answered were read and applied meanwhile.
+        after = await api.ok("GET", f"/api/v1/meetings/{meeting['id']}")
+        assert after["starts_at"] == "2027-04-05T13:00:00+02:00"
+        status = {c["url"]: c for c in (await api.ok("GET", "/api/v1/calendars"))["items"]}
+        assert all("no answer" in status[url]["last_error"] for url in silent.values())
+        assert status[calendars["forum"]]["last_error"] is None
+    finally:
+        proxy.close()
 
 
 async def test_a_partstat_change_in_a_client_updates_the_rsvp(api, world, calendars, caldav_server) -> None:
