@@ -1,6 +1,7 @@
 """Reading one calendar object back, whoever wrote it (re-exported by `service.calendar.ical`)."""
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import warnings
@@ -27,6 +28,8 @@ _TZID = re.compile(rb"^TZID:([^\r\n]*)\r?\n(?![ \t])", re.M | re.I)
 RECUR_BEFORE = timedelta(days=31)
 RECUR_AFTER = timedelta(days=731)
 MAX_OCCURRENCES = 1000
+# The furthest a RANGE=THISANDFUTURE change is followed in moving later instances.
+MAX_SHIFT = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,11 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
     10:00 stays at 10:00 across a DST change); DTSTART is always an occurrence; each instance lasts
     as long as the master (RFC 5545 3.8.5.3; whole days for an all-day event) and an RDATE period
     as long as itself. An instance given its own VEVENT (RECURRENCE-ID) takes that one's times, or
-    is dropped when it is cancelled or transparent. `master` is None for an object that holds only
-    such instances (a room invited to some occurrences of someone else's series).
+    is dropped when it is cancelled or transparent. One with RANGE=THISANDFUTURE also carries its
+    change to every later instance (RFC 5545 3.2.13): its shift in wall time and its length, or its
+    cancellation; a later instance with a VEVENT of its own keeps that one's times. `master` is None
+    for an object that holds only such instances (a room invited to some occurrences of someone
+    else's series).
 
     The expansion is bounded whatever the rule says: every rule ends at the window's end (also one
     with COUNT), a rule without COUNT starts its walk just before the window, and rules that repeat
@@ -166,23 +172,41 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
     all_day = not isinstance(start_value, datetime)
     days = max(1, round(length.total_seconds() / 86400)) if all_day else 0
 
-    def span(local: datetime) -> tuple[datetime, datetime]:
+    def span(local: datetime, own_length: timedelta | None = None) -> tuple[datetime, datetime]:
         begin = local.astimezone(timezone.utc)
-        if all_day:  # whole days in the zone, whatever DST does
+        if all_day and own_length is None:  # whole days in the zone, whatever DST does
             return begin, datetime.combine(local.date() + timedelta(days=days), time(), tzinfo=zone).astimezone(timezone.utc)
-        return begin, begin + length
+        return begin, begin + (length if own_length is None else own_length)
 
     found: set[tuple[datetime, datetime]] = set()
     removed: set[datetime] = set()
+    # RANGE=THISANDFUTURE: from each such instance on, (shift in wall time, length or None, cancelled).
+    ranges: list[tuple[datetime, timedelta, timedelta | None, bool]] = []
     for v in overrides:
-        removed.add(_instant(_like(v["RECURRENCE-ID"].dt, first), zone)[0])
-        if (_text(v.get("STATUS")) or "").upper() == "CANCELLED" or (_text(v.get("TRANSP")) or "").upper() == "TRANSPARENT":
-            continue
-        if "DTSTART" in v:
-            value = v["DTSTART"].dt
+        rid = _local(_like(v["RECURRENCE-ID"].dt, first), zone)
+        removed.add(rid.astimezone(timezone.utc))
+        off = (_text(v.get("STATUS")) or "").upper() == "CANCELLED" or (_text(v.get("TRANSP")) or "").upper() == "TRANSPARENT"
+        value = v["DTSTART"].dt if "DTSTART" in v else None
+        if value is not None and not off:
             begin = _instant(value, zone)[0]
             end = _end(v, value, zone) if ("DTEND" in v or "DURATION" in v) else begin + length
             found.add((begin, max(begin, end)))
+        if (v["RECURRENCE-ID"].params.get("RANGE") or "").upper() == "THISANDFUTURE":
+            moved_to = _local(value, zone) if value is not None else rid
+            own = (max(_end(v, value, zone) - _instant(value, zone)[0], timedelta(0))
+                   if value is not None and ("DTEND" in v or "DURATION" in v) else None)
+            ranges.append((rid.astimezone(timezone.utc), _wall(moved_to) - _wall(rid), own, off))
+    ranges.sort(key=lambda r: r[0])
+    # How far a shift may carry an instance into the window (a year at most: beyond that, unread).
+    reach = min(max((abs(shift) for _, shift, _, _ in ranges), default=timedelta(0)), MAX_SHIFT)
+
+    def changed(local: datetime) -> tuple[datetime, datetime] | None:
+        """An instance as the latest THISANDFUTURE change at or before it leaves it (None: cancelled)."""
+        at = bisect.bisect_right([r[0] for r in ranges], local.astimezone(timezone.utc)) - 1
+        if at < 0:
+            return span(local)
+        _, shift, own, off = ranges[at]
+        return None if off else span((_wall(local) + shift).replace(tzinfo=zone), own)
     if master is None:
         return _window(found, since, until), None
     rules = [_rule_parts(r) for r in _list(master.get("RRULE"))]
@@ -197,14 +221,16 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
         warnings.simplefilter("ignore", DeprecationWarning)
         goes_on = False  # whether a rule has instances after the window's end
         for rule in rules:
-            parts = _bounded(rule, first, until)
-            walked = rrulestr(_rule_text(parts, zone, until), dtstart=_walk_start(parts, first, length, since))
+            parts = _bounded(rule, first, until + reach)
+            walked = rrulestr(_rule_text(parts, zone, until + reach),
+                              dtstart=_walk_start(parts, first, length, since - reach))
             series.rrule(walked)
             if parts.get("UNTIL") and _until(parts["UNTIL"][0], zone) <= until:
                 continue  # ends by its own UNTIL within the window
             if "COUNT" in parts:
                 # Walked from DTSTART to the window's end: it goes on if its COUNT is not used up by then.
-                goes_on |= walked.count() < int(str(parts["COUNT"][0]))
+                # (Walked further for a THISANDFUTURE shift: read again later, to be sure.)
+                goes_on |= walked.count() < int(str(parts["COUNT"][0])) or bool(reach)
             else:
                 goes_on = True
     for listed in _list(master.get("RDATE")):
@@ -222,13 +248,16 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
     # An occurrence that began up to one length before `since` still overlaps it.
     read_until = None
     limit = MAX_OCCURRENCES + len(overrides)
-    for local in series.xafter(since.astimezone(zone) - length - timedelta(days=1), inc=True):
-        begin, end = span(local)
-        if begin >= until or len(found) >= limit:
-            read_until = until if begin >= until else begin
+    for local in series.xafter(since.astimezone(zone) - length - timedelta(days=1) - reach, inc=True):
+        begin = local.astimezone(timezone.utc)
+        if begin >= until + reach or len(found) >= limit:
+            read_until = until if begin >= until + reach else begin - reach
             break
-        if end > since and begin not in removed:
-            found.add((begin, end))
+        occurrence = changed(local) if begin not in removed else None
+        if occurrence is not None and occurrence[1] > since:
+            found.add(occurrence)
+    if ranges and ranges[-1][3] and ranges[-1][0] < until:
+        goes_on = False  # cancelled from there on: the series has ended
     if read_until is None and goes_on:
         read_until = until
     return _window(found, since, until), read_until
@@ -350,6 +379,11 @@ def _until(value: date | datetime, zone: tzinfo) -> datetime:
     if isinstance(value, datetime):
         return _aware(value, zone).astimezone(timezone.utc)
     return (datetime.combine(value + timedelta(days=1), time(), tzinfo=zone) - timedelta(seconds=1)).astimezone(timezone.utc)
+
+
+def _wall(value: datetime) -> datetime:
+    """The wall-clock time of an aware datetime, for shifts that keep the time of day across DST."""
+    return value.replace(tzinfo=None)
 
 
 def _local(value: date | datetime, zone: tzinfo) -> datetime:

@@ -934,6 +934,62 @@ END:VEVENT"""
     )
 
 
+def test_a_this_and_future_change_moves_every_later_instance_in_wall_time() -> None:
+    # From 23 November on, the Monday meeting is at 13:00 for 90 minutes; the 7 December instance
+    # has its own time still, and the series stops on 11 January for good.
+    later = """BEGIN:VEVENT
+UID:serie-1
+DTSTAMP:20260101T000000Z
+RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20261123T100000
+DTSTART;TZID=Europe/Stockholm:20261123T130000
+DTEND;TZID=Europe/Stockholm:20261123T143000
+END:VEVENT
+BEGIN:VEVENT
+UID:serie-1
+DTSTAMP:20260101T000000Z
+RECURRENCE-ID;TZID=Europe/Stockholm:20261207T100000
+DTSTART;TZID=Europe/Stockholm:20261208T080000
+DTEND;TZID=Europe/Stockholm:20261208T090000
+END:VEVENT
+BEGIN:VEVENT
+UID:serie-1
+DTSTAMP:20260101T000000Z
+RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20270111T100000
+STATUS:CANCELLED
+END:VEVENT"""
+    parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO", extra=later), at=AT)
+    hour, ninety = timedelta(hours=1), timedelta(minutes=90)
+    expected = [(datetime(2026, 11, d, 9, 0, tzinfo=UTC), hour) for d in (2, 9, 16)]
+    expected += [(datetime(2026, 11, 23, 12, 0, tzinfo=UTC), ninety), (datetime(2026, 11, 30, 12, 0, tzinfo=UTC), ninety),
+                 (datetime(2026, 12, 8, 7, 0, tzinfo=UTC), hour)]
+    expected += [(datetime(2026, 12, d, 12, 0, tzinfo=UTC), ninety) for d in (14, 21, 28)]
+    expected += [(datetime(2027, 1, 4, 12, 0, tzinfo=UTC), ninety)]
+    assert [(b, e - b) for b, e in parsed.occurrences] == expected
+    # Ended by the cancellation: nothing to read again later.
+    assert parsed.read_until is None
+
+
+def test_a_this_and_future_change_keeps_the_wall_time_across_dst_and_may_pull_instances_into_the_window() -> None:
+    # A daily series from 2025 moved back two days for good from the instance of 1 March 2027 on:
+    # wall time 10:00 stays 10:00 over the switch to summer time on 28 March.
+    earlier = """BEGIN:VEVENT
+UID:serie-1
+DTSTAMP:20260101T000000Z
+RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20270301T100000
+DTSTART;TZID=Europe/Stockholm:20270227T100000
+DTEND;TZID=Europe/Stockholm:20270227T110000
+END:VEVENT"""
+    parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO", extra=earlier), at=AT)
+    got = starts(parsed)
+    assert datetime(2027, 2, 22, 9, 0, tzinfo=UTC) in got  # a Monday before the change, 10:00 CET
+    assert datetime(2027, 2, 27, 9, 0, tzinfo=UTC) in got and datetime(2027, 3, 1, 9, 0, tzinfo=UTC) not in got
+    assert datetime(2027, 3, 27, 9, 0, tzinfo=UTC) in got  # Saturday, 10:00 CET
+    assert datetime(2027, 4, 3, 8, 0, tzinfo=UTC) in got  # Saturday, 10:00 CEST
+    # Saturdays up to the end of the window, the last ones from Mondays past it.
+    window_end = AT + timedelta(days=731)
+    assert max(got) > window_end - timedelta(days=7) and all(b < window_end for b in got)
+
+
 def test_an_all_day_yearly_series_holds_whole_local_days_in_a_two_year_window() -> None:
     parsed = parse_event(series("RRULE:FREQ=YEARLY", start="DTSTART;VALUE=DATE:20000606",
                                 end="DTEND;VALUE=DATE:20000607"), at=AT)
