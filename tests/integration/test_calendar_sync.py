@@ -373,20 +373,22 @@ async def test_moves_seen_in_one_sync_are_applied_together_in_the_same_statement
 
     db = client.app[SERVICES].db
     counted: list[int] = []
-    statements: list[str] = []
+    statements: list[tuple[Any, str]] = []
     real = PullRules.pulled
 
     async def pulled(self: PullRules, uow: Any, cal: m.Calendar, seen: Any, deleted: Any, in_flight: Any = ()) -> Any:
         if cal.url != calendars["forum"]:
             return await real(self, uow, cal, seen, deleted, in_flight)
+        # The pull's own connection: other calendars' syncs and the outbox worker run beside it.
+        mine = (await uow.session.connection()).sync_connection
         start = len(statements)
         out = await real(self, uow, cal, seen, deleted, in_flight)
         await uow.session.flush()  # what the pull left for the commit
-        counted.append(len(statements) - start)
+        counted.append(sum(1 for conn, _ in statements[start:] if conn is mine))
         return out
 
     def seen_statement(conn, cursor, statement, params, context, executemany) -> None:  # noqa: ANN001
-        statements.append(statement)
+        statements.append((conn, statement))
 
     monkeypatch.setattr(PullRules, "pulled", pulled)
     event.listen(db.writer.sync_engine, "before_cursor_execute", seen_statement)
