@@ -174,39 +174,44 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
 
     def span(local: datetime, own_length: timedelta | None = None) -> tuple[datetime, datetime]:
         begin = local.astimezone(timezone.utc)
-        if all_day and own_length is None:  # whole days in the zone, whatever DST does
-            return begin, datetime.combine(local.date() + timedelta(days=days), time(), tzinfo=zone).astimezone(timezone.utc)
+        if all_day:  # whole days in the zone, whatever DST does
+            whole = days if own_length is None else max(1, round(own_length.total_seconds() / 86400))
+            return begin, datetime.combine(local.date() + timedelta(days=whole), time(), tzinfo=zone).astimezone(timezone.utc)
         return begin, begin + (length if own_length is None else own_length)
 
     found: set[tuple[datetime, datetime]] = set()
     removed: set[datetime] = set()
     # RANGE=THISANDFUTURE: from each such instance on, (shift in wall time, length or None, cancelled).
     ranges: list[tuple[datetime, timedelta, timedelta | None, bool]] = []
+    series_zone = first.tzinfo or zone
     for v in overrides:
-        rid = _local(_like(v["RECURRENCE-ID"].dt, first), zone)
+        # In the series' zone: a RECURRENCE-ID may be written in UTC for a series in local time.
+        rid = _local(_like(v["RECURRENCE-ID"].dt, first), zone).astimezone(series_zone)
         removed.add(rid.astimezone(timezone.utc))
         off = (_text(v.get("STATUS")) or "").upper() == "CANCELLED" or (_text(v.get("TRANSP")) or "").upper() == "TRANSPARENT"
         value = v["DTSTART"].dt if "DTSTART" in v else None
-        if value is not None and not off:
+        own: timedelta | None = None  # its own length, when it gives one
+        if value is not None:
             begin = _instant(value, zone)[0]
-            end = _end(v, value, zone) if ("DTEND" in v or "DURATION" in v) else begin + length
-            found.add((begin, max(begin, end)))
+            if "DTEND" in v or "DURATION" in v:
+                own = max(_end(v, value, zone) - begin, timedelta(0))
+            if not off:
+                found.add((begin, begin + (length if own is None else own)))
         if (v["RECURRENCE-ID"].params.get("RANGE") or "").upper() == "THISANDFUTURE":
-            moved_to = _local(value, zone) if value is not None else rid
-            own = (max(_end(v, value, zone) - _instant(value, zone)[0], timedelta(0))
-                   if value is not None and ("DTEND" in v or "DURATION" in v) else None)
+            moved_to = _local(value, zone).astimezone(series_zone) if value is not None else rid
             ranges.append((rid.astimezone(timezone.utc), _wall(moved_to) - _wall(rid), own, off))
     ranges.sort(key=lambda r: r[0])
+    range_starts = [r[0] for r in ranges]
     # How far a shift may carry an instance into the window (a year at most: beyond that, unread).
     reach = min(max((abs(shift) for _, shift, _, _ in ranges), default=timedelta(0)), MAX_SHIFT)
 
     def changed(local: datetime) -> tuple[datetime, datetime] | None:
         """An instance as the latest THISANDFUTURE change at or before it leaves it (None: cancelled)."""
-        at = bisect.bisect_right([r[0] for r in ranges], local.astimezone(timezone.utc)) - 1
+        at = bisect.bisect_right(range_starts, local.astimezone(timezone.utc)) - 1
         if at < 0:
             return span(local)
         _, shift, own, off = ranges[at]
-        return None if off else span((_wall(local) + shift).replace(tzinfo=zone), own)
+        return None if off else span((_wall(local) + shift).replace(tzinfo=local.tzinfo), own)
     if master is None:
         return _window(found, since, until), None
     rules = [_rule_parts(r) for r in _list(master.get("RRULE"))]
@@ -229,8 +234,7 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
                 continue  # ends by its own UNTIL within the window
             if "COUNT" in parts:
                 # Walked from DTSTART to the window's end: it goes on if its COUNT is not used up by then.
-                # (Walked further for a THISANDFUTURE shift: read again later, to be sure.)
-                goes_on |= walked.count() < int(str(parts["COUNT"][0])) or bool(reach)
+                goes_on |= walked.count() < int(str(parts["COUNT"][0]))
             else:
                 goes_on = True
     for listed in _list(master.get("RDATE")):

@@ -69,14 +69,19 @@ class CalendarSync:
                 except CalendarError as exc:
                     result.errors.append(f"{url}: {type(exc).__name__}: {exc}")
 
-        await asyncio.gather(*(pull(cal_id, url) for cal_id, url in cals))
+        # Every pull runs to its end before anything is raised: none is left running unobserved.
+        for outcome in await asyncio.gather(*(pull(cal_id, url) for cal_id, url in cals), return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         return result
 
     async def sync_one(self, calendar_id: uuid.UUID, reread: bool = False,
                        deadline: float | None = None) -> tuple[int, int]:
         """Pull one calendar; returns (objects changed, objects deleted). Raises CalendarError after
-        recording it, also when the server has not answered by `deadline` (the loop's clock)."""
-        async with self._exclusive(calendar_id) as mine:
+        recording it, also when the server has not answered by `deadline` (the loop's clock); a
+        calendar not reached by then (its turn, or another sync of it, came too late) raises
+        without a record, since its server was not asked."""
+        async with self._exclusive(calendar_id, deadline) as mine:
             if not mine:
                 return 0, 0  # another replica syncs it right now
             async with self.db.session(write=False) as s:
@@ -92,19 +97,18 @@ class CalendarSync:
                 known.update((await s.execute(
                     select(m.RoomBooking.external_href, m.RoomBooking.external_etag)
                     .where(m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.external_href.is_not(None)))).all())
+            _in_time(deadline, url)
             try:
                 async with asyncio.timeout_at(deadline):
                     changes = await self.connector.changes(url, token, known)
                     listed = {obj.href for obj in changes.changed} | set(changes.deleted)
                     again = [h for h in series or () if h not in listed]
                     reread_objects = await self.connector.multiget(url, again) if again else []
-            except TimeoutError:
-                late = CalendarUnavailable("no answer before the sync's time was up; the next sync reads it", url=url)
-                await self._record_error(calendar_id, late)
-                raise late from None
-            except CalendarError as exc:
-                await self._record_error(calendar_id, exc)
-                raise
+            except (TimeoutError, CalendarError) as exc:
+                error = exc if isinstance(exc, CalendarError) else CalendarUnavailable(
+                    "no answer before the sync's time was up; the next sync reads it", url=url)
+                await self._record_error(calendar_id, error)
+                raise error from None
             seen = [Seen(obj.href, obj.etag, parse_event(obj.data, self.default_zone))
                     for obj in [*changes.changed, *reread_objects]]
             # One transaction for the whole change set, moves included (each in a savepoint): either
@@ -154,10 +158,16 @@ class CalendarSync:
                 await uow.commit()
 
     @contextlib.asynccontextmanager
-    async def _exclusive(self, calendar_id: uuid.UUID) -> AsyncIterator[bool]:
-        """In this process an asyncio lock; across PostgreSQL replicas an advisory lock too."""
+    async def _exclusive(self, calendar_id: uuid.UUID, deadline: float | None = None) -> AsyncIterator[bool]:
+        """In this process an asyncio lock, waited for until `deadline` at most; across PostgreSQL
+        replicas an advisory lock too (False: another replica has it)."""
         lock = self._local_locks.setdefault(str(calendar_id), asyncio.Lock())
-        async with lock:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await lock.acquire()
+        except TimeoutError:
+            raise CalendarUnavailable("not read: another sync of it still ran when the sync's time was up") from None
+        try:
             if self.db.dialect != "postgresql":
                 yield True
                 return
@@ -171,6 +181,14 @@ class CalendarSync:
                     if got:
                         await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                         await conn.commit()
+        finally:
+            lock.release()
+
+
+def _in_time(deadline: float | None, url: str) -> None:
+    """Raise when the sync's time is up before this calendar's server was asked."""
+    if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        raise CalendarUnavailable("not read: its turn came after the sync's time was up", url=url)
 
 
 class SyncLoop:

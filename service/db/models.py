@@ -256,6 +256,9 @@ class CalendarObject(Base):
     sequence: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (UniqueConstraint("calendar_id", "uid", name="uq_calendar_objects_calendar_uid"),)
+    # A pull that sees an object gone and a push that removed it may both drop its record; the one
+    # that finds it gone already has nothing left to do.
+    __mapper_args__ = {"confirm_deleted_rows": False}
 
 
 class Conflict(Stamped, Base):

@@ -19,7 +19,7 @@ from service.timeutil import now, to_utc
 from service.usecases import views
 from service.usecases.base import Actor, UnitOfWork, fetch_page
 from service.outbox import Job, enqueue_many
-from service.usecases.rooms import Want, clash_error, ensure_free, find_clashes
+from service.usecases.rooms import Want, ensure_free, ensure_free_many
 
 T = TypeVar("T")
 MAX_MEETING = timedelta(days=31)
@@ -53,6 +53,31 @@ def _meeting_span(start: datetime, end: datetime, zone: str) -> Span:
     if span.end - span.start > MAX_MEETING:
         raise Invalid("ends_at", "a meeting may last at most 31 days")
     return span
+
+
+def _writable(meeting: m.Meeting | None, meeting_id: uuid.UUID) -> m.Meeting:
+    """The meeting, if it may still change."""
+    if meeting is None:
+        raise NotFound(f"no meeting with id {meeting_id}")
+    if meeting.status == "cancelled":
+        raise Conflict("the meeting is cancelled; book a new one instead")
+    return meeting
+
+
+def _touched(meeting: m.Meeting) -> None:
+    """A change calendars must take: the next SEQUENCE (RFC 5545 3.8.7.4)."""
+    meeting.sequence += 1
+    meeting.updated_at = now()
+
+
+async def _move_bookings(s: AsyncSession, moves: Sequence[tuple[uuid.UUID, Span]]) -> None:
+    """The active bookings of each meeting to its new span, in one statement for all (Core, with a
+    row of parameters per meeting: the ORM's bulk update would want primary keys)."""
+    bookings = m.RoomBooking.__table__
+    await (await s.connection()).execute(
+        update(bookings).where(bookings.c.meeting_id == bindparam("b_meeting"), bookings.c.active.is_(True))
+        .values(starts_at=bindparam("b_start"), ends_at=bindparam("b_end")),
+        [{"b_meeting": meeting_id, "b_start": span.start, "b_end": span.end} for meeting_id, span in moves])
 
 
 def _inside(session: Span, meeting: Span, prefix: str) -> None:
@@ -246,7 +271,7 @@ class Meetings:
             changed["sessions"] = len(sessions)
         elif moved:
             sessions = None
-            self._carry_sessions(meeting, old, new)
+            self._sessions_fit(meeting, old, new)
         if "conference" in given:
             self._set_conference(meeting, patch.conference, changed)
         if not changed:
@@ -260,21 +285,16 @@ class Meetings:
                 await s.flush()
                 self._book(uow, meeting, rooms, new)
             else:
-                # The same rooms at another time: the bookings move along, in one statement.
-                await s.execute(
-                    update(m.RoomBooking)
-                    .where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
-                    .values(starts_at=new.start, ends_at=new.end)
-                    .execution_options(synchronize_session=False)
-                )
+                await _move_bookings(s, [(meeting.id, new)])
         for name in ("title", "description", "forum_id", "timezone", "room_ids"):
             if name in changed:
                 setattr(meeting, name, changed[name])
-        meeting.starts_at, meeting.ends_at = new.start, new.end
         if patch.sessions is not None:
             await self._replace_sessions(uow, meeting, sessions or [])
-        meeting.sequence += 1
-        meeting.updated_at = now()
+        elif moved:
+            self._carry_sessions(meeting, old, new)
+        meeting.starts_at, meeting.ends_at = new.start, new.end
+        _touched(meeting)
         await s.flush()
         await self._changed(s, meeting, before_rooms, before_forum)
         uow.audit("rescheduled" if moved else "updated", "meeting", meeting.id, changed)
@@ -283,51 +303,48 @@ class Meetings:
     async def reschedule_many(self, uow: UnitOfWork, moves: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> None:
         """Give several meetings a new time each, in the caller's transaction: `update_in`'s rules for
         a new time (rooms kept, sessions taken along), with the room check and the writes made once
-        for all of them. Raises as `update_in` would on the first move the rules refuse; the caller
-        then rolls back and tries them one by one.
+        for all of them. Raises as `update_in` would on the first move the rules refuse, having
+        changed nothing in the session but the bookings' rows (the caller rolls its savepoint back
+        and tries the moves one by one). The last move given for a meeting counts.
 
         The bookings move first and are then checked all together: two of the moves may not take
         the same room at the same time. (PostgreSQL's exclusion constraint checks each row as it
         moves, so there a meeting taking the slot another one leaves sends them one by one.)
         """
         s = uow.session
-        moved: list[tuple[m.Meeting, Span]] = []
-        for meeting_id, starts_at, ends_at in moves:
-            meeting = await self._writable(uow, meeting_id)
-            old, new = Span(meeting.starts_at, meeting.ends_at), _meeting_span(starts_at, ends_at, meeting.timezone)
+        wanted = {meeting_id: (starts_at, ends_at) for meeting_id, starts_at, ends_at in moves}
+        meetings = await self._lock(uow, list(wanted))
+        moved: list[tuple[m.Meeting, Span, Span]] = []
+        for meeting_id, (starts_at, ends_at) in wanted.items():
+            meeting = _writable(meetings.get(meeting_id), meeting_id)
+            patch = api.MeetingPatch(starts_at=starts_at, ends_at=ends_at)  # the API's bounds on a time
+            old = Span(meeting.starts_at, meeting.ends_at)
+            new = _meeting_span(patch.starts_at or old.start, patch.ends_at or old.end, meeting.timezone)
             if new != old:
-                self._carry_sessions(meeting, old, new)
-                moved.append((meeting, new))
+                self._sessions_fit(meeting, old, new)
+                moved.append((meeting, old, new))
         if not moved:
             return
-        roomed = [(meeting, new) for meeting, new in moved if meeting.room_ids]
+        roomed = [(meeting, new) for meeting, _, new in moved if meeting.room_ids]
         if roomed:
             rooms = {r.id: r for r in await self._rooms(uow, list({uuid.UUID(r) for mt, _ in roomed for r in mt.room_ids}))}
-            # Core, one statement with a row of parameters per meeting (the ORM would want primary keys).
-            bookings = m.RoomBooking.__table__
-            await (await s.connection()).execute(
-                update(bookings).where(bookings.c.meeting_id == bindparam("b_meeting"), bookings.c.active.is_(True))
-                .values(starts_at=bindparam("b_start"), ends_at=bindparam("b_end")),
-                [{"b_meeting": mt.id, "b_start": new.start, "b_end": new.end} for mt, new in roomed])
-            wants = [Want([rooms[uuid.UUID(r)] for r in mt.room_ids], new.start, new.end, mt.id) for mt, new in roomed]
-            for clash in await find_clashes(s, wants):
-                if clash is not None:
-                    raise clash_error(clash)
-        for meeting, new in moved:
+            await _move_bookings(s, [(meeting.id, new) for meeting, new in roomed])
+            await ensure_free_many(s, [Want([rooms[uuid.UUID(r)] for r in meeting.room_ids], new.start, new.end, meeting.id)
+                                       for meeting, new in roomed])
+        for meeting, old, new in moved:
+            self._carry_sessions(meeting, old, new)
             meeting.starts_at, meeting.ends_at = new.start, new.end
-            meeting.sequence += 1
-            meeting.updated_at = now()
+            _touched(meeting)
             uow.audit("rescheduled", "meeting", meeting.id, {"starts_at": new.start, "ends_at": new.end})
         await s.flush()
-        await self._changed_many(s, [(meeting, meeting.room_ids, meeting.forum_id) for meeting, _ in moved])
+        await self._changed_many(s, [(meeting, meeting.room_ids, meeting.forum_id) for meeting, _, _ in moved])
 
     async def cancel(self, actor: Actor, meeting_id: uuid.UUID) -> api.MeetingOut:
         async with UnitOfWork(self.db, actor, write=True) as uow:
             meeting = await self._load(uow, meeting_id)
             if meeting.status != "cancelled":
                 meeting.status = "cancelled"
-                meeting.sequence += 1
-                meeting.updated_at = now()
+                _touched(meeting)
                 bookings = await uow.session.scalars(
                     select(m.RoomBooking).where(m.RoomBooking.meeting_id == meeting.id, m.RoomBooking.active.is_(True))
                 )
@@ -348,8 +365,7 @@ class Meetings:
             [row] = self._sessions([body], meeting.timezone, Span(meeting.starts_at, meeting.ends_at), prefix="")
             row.meeting_id = meeting.id
             uow.session.add(row)
-            meeting.sequence += 1
-            meeting.updated_at = now()
+            _touched(meeting)
             await uow.session.flush()
             await self._changed(uow.session, meeting)
             uow.audit("session_added", "meeting", meeting.id, {"session_id": row.id, "title": row.title})
@@ -376,8 +392,7 @@ class Meetings:
             if changed:
                 for name, value in changed.items():
                     setattr(row, name, value)
-                meeting.sequence += 1
-                meeting.updated_at = now()
+                _touched(meeting)
                 await self._changed(uow.session, meeting)
                 uow.audit("session_updated", "meeting", meeting.id, {"session_id": row.id, **changed})
                 await uow.commit()
@@ -389,8 +404,7 @@ class Meetings:
             row = self._find_session(meeting, session_id)
             meeting.sessions.remove(row)
             await self._prune_invitations(uow, meeting.id, {str(session_id)})
-            meeting.sequence += 1
-            meeting.updated_at = now()
+            _touched(meeting)
             await self._changed(uow.session, meeting)
             uow.audit("session_removed", "meeting", meeting.id, {"session_id": session_id, "title": row.title})
             await uow.commit()
@@ -417,16 +431,26 @@ class Meetings:
         raise AssertionError("unreachable")
 
     async def _load(self, uow: UnitOfWork, meeting_id: uuid.UUID) -> m.Meeting:
-        meeting = await uow.session.get(m.Meeting, meeting_id)
+        """The meeting; for a write fresh from the database, and on PostgreSQL locked (`_lock`)."""
+        meeting = ((await self._lock(uow, [meeting_id])).get(meeting_id) if uow.write
+                   else await uow.session.get(m.Meeting, meeting_id))
         if meeting is None:
             raise NotFound(f"no meeting with id {meeting_id}")
         return meeting
 
     async def _writable(self, uow: UnitOfWork, meeting_id: uuid.UUID) -> m.Meeting:
-        meeting = await self._load(uow, meeting_id)
-        if meeting.status == "cancelled":
-            raise Conflict("the meeting is cancelled; book a new one instead")
-        return meeting
+        return _writable(await self._load(uow, meeting_id), meeting_id)
+
+    async def _lock(self, uow: UnitOfWork, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, m.Meeting]:
+        """The meetings with these ids, read afresh (whatever the session held: a rolled-back try of
+        a move leaves expired rows there) in one statement, with their sessions. On PostgreSQL their
+        rows stay locked until the transaction ends, in the order of their ids: two writes of one
+        meeting (a PATCH and a calendar's move, two calendars' moves) each raise the SEQUENCE."""
+        stmt = (select(m.Meeting).where(m.Meeting.id.in_(ids)).order_by(m.Meeting.id)
+                .execution_options(populate_existing=True))
+        if not self.db.is_sqlite:
+            stmt = stmt.with_for_update(of=m.Meeting)
+        return {meeting.id: meeting for meeting in await uow.session.scalars(stmt)}
 
     @staticmethod
     def _find_session(meeting: m.Meeting, session_id: uuid.UUID) -> m.Session:
@@ -455,15 +479,20 @@ class Meetings:
         return rows
 
     @staticmethod
-    def _carry_sessions(meeting: m.Meeting, old: Span, new: Span) -> None:
-        """A meeting moved as a whole takes its sessions along; one resized must still hold them."""
-        shift = new.start - old.start
-        whole = (new.end - new.start) == (old.end - old.start)
-        for i, row in enumerate(sorted(meeting.sessions, key=lambda r: r.starts_at)):
-            if whole:
-                row.starts_at, row.ends_at = row.starts_at + shift, row.ends_at + shift
-            else:
+    def _sessions_fit(meeting: m.Meeting, old: Span, new: Span) -> None:
+        """Raise unless the sessions fit the new time: one moved as a whole takes them along, one
+        resized must still hold them. Changes nothing."""
+        if (new.end - new.start) != (old.end - old.start):
+            for i, row in enumerate(sorted(meeting.sessions, key=lambda r: r.starts_at)):
                 _inside(Span(row.starts_at, row.ends_at), new, f"sessions.{i}.")
+
+    @staticmethod
+    def _carry_sessions(meeting: m.Meeting, old: Span, new: Span) -> None:
+        """A meeting moved as a whole takes its sessions along (`_sessions_fit` has checked a resize)."""
+        if (new.end - new.start) == (old.end - old.start):
+            shift = new.start - old.start
+            for row in meeting.sessions:
+                row.starts_at, row.ends_at = row.starts_at + shift, row.ends_at + shift
 
     async def _replace_sessions(self, uow: UnitOfWork, meeting: m.Meeting, rows: list[m.Session]) -> None:
         gone = {str(r.id) for r in meeting.sessions}

@@ -61,6 +61,10 @@ def _candidates(room_id: uuid.UUID, start: datetime, end: datetime, exclude_meet
     return [select(own_q.c.id), select(blocks_q.c.id)]
 
 
+# Probes in one statement: SQLite takes at most 500 terms in a compound SELECT (two probes a room).
+MAX_PROBES = 200
+
+
 @dataclass(frozen=True)
 class Want:
     """Rooms wanted for [start, end), by the meeting `exclude_meeting` (whose own bookings never clash)."""
@@ -69,14 +73,6 @@ class Want:
     start: datetime
     end: datetime
     exclude_meeting: uuid.UUID | None = None
-
-
-async def find_clash(
-    session: AsyncSession, rooms: list[m.Room], start: datetime, end: datetime, exclude_meeting: uuid.UUID | None = None
-) -> Clash | None:
-    """The first active booking of any of `rooms` that overlaps [start, end), if any."""
-    [clash] = await find_clashes(session, [Want(rooms, start, end, exclude_meeting)])
-    return clash
 
 
 async def find_clashes(session: AsyncSession, wants: list[Want]) -> list[Clash | None]:
@@ -89,16 +85,26 @@ async def find_clashes(session: AsyncSession, wants: list[Want]) -> list[Clash |
     """
     probes = [q for want in wants for room in want.rooms
               for q in _candidates(room.id, want.start, want.end, want.exclude_meeting)]
-    if not probes:
-        return [None] * len(wants)
-    rows = (
-        await session.execute(
-            select(m.RoomBooking, m.Meeting.title)
-            .outerjoin(m.Meeting, m.Meeting.id == m.RoomBooking.meeting_id)
-            .where(m.RoomBooking.id.in_(union_all(*probes).scalar_subquery()))
-        )
-    ).all()
+    rows: list[Any] = []
+    for at in range(0, len(probes), MAX_PROBES):
+        rows += (
+            await session.execute(
+                select(m.RoomBooking, m.Meeting.title)
+                .outerjoin(m.Meeting, m.Meeting.id == m.RoomBooking.meeting_id)
+                .where(m.RoomBooking.id.in_(union_all(*probes[at:at + MAX_PROBES]).scalar_subquery()))
+                # The rows as they are now: bookings moved in this transaction by a bulk UPDATE, or
+                # moved back by a savepoint's rollback, may sit in the session with other times.
+                .execution_options(populate_existing=True)
+            )
+        ).all()
     return [_first_clash(want, rows) for want in wants]
+
+
+async def ensure_free_many(session: AsyncSession, wants: list[Want]) -> None:
+    """Raise RoomConflict naming the room and its holder for the first want whose rooms are taken."""
+    for clash in await find_clashes(session, wants):
+        if clash is not None:
+            raise clash_error(clash)
 
 
 def _first_clash(want: Want, rows: list[Any]) -> Clash | None:
@@ -132,6 +138,4 @@ async def ensure_free(
     session: AsyncSession, rooms: list[m.Room], start: datetime, end: datetime, exclude_meeting: uuid.UUID | None
 ) -> None:
     """Raise RoomConflict naming the room and its holder if any of `rooms` is taken."""
-    clash = await find_clash(session, rooms, start, end, exclude_meeting)
-    if clash is not None:
-        raise clash_error(clash)
+    await ensure_free_many(session, [Want(rooms, start, end, exclude_meeting)])

@@ -990,6 +990,42 @@ END:VEVENT"""
     assert max(got) > window_end - timedelta(days=7) and all(b < window_end for b in got)
 
 
+def range_change(rid: str, *lines: str) -> str:
+    return "\n".join(["BEGIN:VEVENT", "UID:serie-1", "DTSTAMP:20260101T000000Z", rid, *lines, "END:VEVENT"])
+
+
+def test_a_this_and_future_change_is_read_in_the_series_own_zone() -> None:
+    # Google writes the RECURRENCE-ID in UTC for a series in local time: the same instant, no shift.
+    in_utc = range_change("RECURRENCE-ID;RANGE=THISANDFUTURE:20261123T090000Z",
+                          "DTSTART;TZID=Europe/Stockholm:20261123T100000", "DTEND;TZID=Europe/Stockholm:20261123T120000")
+    parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=12", extra=in_utc), at=AT)
+    assert [(b, e - b) for b, e in parsed.occurrences if b >= datetime(2026, 11, 23, tzinfo=UTC)][:2] == [
+        (datetime(2026, 11, 23, 9, 0, tzinfo=UTC), timedelta(hours=2)),
+        (datetime(2026, 11, 30, 9, 0, tzinfo=UTC), timedelta(hours=2))]
+    # A series in New York keeps New York's wall time, whatever the default zone.
+    new_york = range_change("RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=America/New_York:20261123T090000",
+                            "DTSTART;TZID=America/New_York:20261123T093000", "DTEND;TZID=America/New_York:20261123T103000")
+    parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=12", start="DTSTART;TZID=America/New_York:20261005T090000",
+                                end="DTEND;TZID=America/New_York:20261005T100000", extra=new_york), at=AT)
+    assert datetime(2026, 11, 30, 14, 30, tzinfo=UTC) in starts(parsed)  # 09:30 EST
+    assert datetime(2026, 11, 16, 14, 0, tzinfo=UTC) in starts(parsed)  # before the change: 09:00 EST
+    # Ended by its COUNT within the window: nothing left to read again later.
+    assert parsed.read_until is None
+
+
+def test_an_all_day_this_and_future_change_keeps_whole_local_days() -> None:
+    # Saturdays, one day each; from 20 March on, Saturday and Sunday.
+    two_days = range_change("RECURRENCE-ID;RANGE=THISANDFUTURE;VALUE=DATE:20270320",
+                            "DTSTART;VALUE=DATE:20270320", "DTEND;VALUE=DATE:20270322")
+    parsed = parse_event(series("RRULE:FREQ=WEEKLY;COUNT=20", start="DTSTART;VALUE=DATE:20270306",
+                                end="DTEND;VALUE=DATE:20270307", extra=two_days), at=AT)
+    spans = {b: e for b, e in parsed.occurrences}
+    assert spans[datetime(2027, 3, 12, 23, 0, tzinfo=UTC)] == datetime(2027, 3, 13, 23, 0, tzinfo=UTC)
+    assert spans[datetime(2027, 3, 19, 23, 0, tzinfo=UTC)] == datetime(2027, 3, 21, 23, 0, tzinfo=UTC)
+    # Over the switch to summer time on Sunday 28 March: local midnight to midnight, 47 hours.
+    assert spans[datetime(2027, 3, 26, 23, 0, tzinfo=UTC)] == datetime(2027, 3, 28, 22, 0, tzinfo=UTC)
+
+
 def test_an_all_day_yearly_series_holds_whole_local_days_in_a_two_year_window() -> None:
     parsed = parse_event(series("RRULE:FREQ=YEARLY", start="DTSTART;VALUE=DATE:20000606",
                                 end="DTEND;VALUE=DATE:20000607"), at=AT)
