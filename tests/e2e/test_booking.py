@@ -148,6 +148,16 @@ async def test_every_visible_change_raises_the_sequence(api, world) -> None:
     assert final["sequence"] == seq + 4 and final["sessions"] == []
 
 
+async def test_concurrent_changes_of_one_meeting_each_raise_the_sequence(api, world) -> None:
+    # Calendar clients take a change only with a higher SEQUENCE: two changes that both wrote the
+    # same next number would leave one of them unseen in some calendars.
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    titles = [f"Forummöte, version {i}" for i in range(6)]
+    await asyncio.gather(*(api.ok("PATCH", f"/api/v1/meetings/{meeting['id']}", {"title": t}) for t in titles))
+    after = await api.ok("GET", f"/api/v1/meetings/{meeting['id']}")
+    assert after["sequence"] == meeting["sequence"] + len(titles) and after["title"] in titles
+
+
 async def test_busy_shows_the_rooms_bookings_in_the_sites_zone(api, world) -> None:
     mine = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten", title="Upptaget"))
     room = world["rooms"]["Tillväxten"]["id"]
