@@ -934,29 +934,20 @@ END:VEVENT"""
     )
 
 
+def instance(rid: str, *lines: str) -> str:
+    """A VEVENT of its own for an instance of `series` (its RECURRENCE-ID line, then its own lines)."""
+    return "\n".join(["BEGIN:VEVENT", "UID:serie-1", "DTSTAMP:20260101T000000Z", rid, *lines, "END:VEVENT"])
+
+
 def test_a_this_and_future_change_moves_every_later_instance_in_wall_time() -> None:
     # From 23 November on, the Monday meeting is at 13:00 for 90 minutes; the 7 December instance
     # has its own time still, and the series stops on 11 January for good.
-    later = """BEGIN:VEVENT
-UID:serie-1
-DTSTAMP:20260101T000000Z
-RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20261123T100000
-DTSTART;TZID=Europe/Stockholm:20261123T130000
-DTEND;TZID=Europe/Stockholm:20261123T143000
-END:VEVENT
-BEGIN:VEVENT
-UID:serie-1
-DTSTAMP:20260101T000000Z
-RECURRENCE-ID;TZID=Europe/Stockholm:20261207T100000
-DTSTART;TZID=Europe/Stockholm:20261208T080000
-DTEND;TZID=Europe/Stockholm:20261208T090000
-END:VEVENT
-BEGIN:VEVENT
-UID:serie-1
-DTSTAMP:20260101T000000Z
-RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20270111T100000
-STATUS:CANCELLED
-END:VEVENT"""
+    later = "\n".join([
+        instance("RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20261123T100000",
+                 "DTSTART;TZID=Europe/Stockholm:20261123T130000", "DTEND;TZID=Europe/Stockholm:20261123T143000"),
+        instance("RECURRENCE-ID;TZID=Europe/Stockholm:20261207T100000",
+                 "DTSTART;TZID=Europe/Stockholm:20261208T080000", "DTEND;TZID=Europe/Stockholm:20261208T090000"),
+        instance("RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20270111T100000", "STATUS:CANCELLED")])
     parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO", extra=later), at=AT)
     hour, ninety = timedelta(hours=1), timedelta(minutes=90)
     expected = [(datetime(2026, 11, d, 9, 0, tzinfo=UTC), hour) for d in (2, 9, 16)]
@@ -970,15 +961,10 @@ END:VEVENT"""
 
 
 def test_a_this_and_future_change_keeps_the_wall_time_across_dst_and_may_pull_instances_into_the_window() -> None:
-    # A daily series from 2025 moved back two days for good from the instance of 1 March 2027 on:
-    # wall time 10:00 stays 10:00 over the switch to summer time on 28 March.
-    earlier = """BEGIN:VEVENT
-UID:serie-1
-DTSTAMP:20260101T000000Z
-RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20270301T100000
-DTSTART;TZID=Europe/Stockholm:20270227T100000
-DTEND;TZID=Europe/Stockholm:20270227T110000
-END:VEVENT"""
+    # The Monday series moved two days earlier for good from 1 March 2027 on: to Saturdays, and
+    # 10:00 stays 10:00 over the switch to summer time on 28 March.
+    earlier = instance("RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20270301T100000",
+                       "DTSTART;TZID=Europe/Stockholm:20270227T100000", "DTEND;TZID=Europe/Stockholm:20270227T110000")
     parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO", extra=earlier), at=AT)
     got = starts(parsed)
     assert datetime(2027, 2, 22, 9, 0, tzinfo=UTC) in got  # a Monday before the change, 10:00 CET
@@ -990,20 +976,16 @@ END:VEVENT"""
     assert max(got) > window_end - timedelta(days=7) and all(b < window_end for b in got)
 
 
-def range_change(rid: str, *lines: str) -> str:
-    return "\n".join(["BEGIN:VEVENT", "UID:serie-1", "DTSTAMP:20260101T000000Z", rid, *lines, "END:VEVENT"])
-
-
 def test_a_this_and_future_change_is_read_in_the_series_own_zone() -> None:
     # Google writes the RECURRENCE-ID in UTC for a series in local time: the same instant, no shift.
-    in_utc = range_change("RECURRENCE-ID;RANGE=THISANDFUTURE:20261123T090000Z",
+    in_utc = instance("RECURRENCE-ID;RANGE=THISANDFUTURE:20261123T090000Z",
                           "DTSTART;TZID=Europe/Stockholm:20261123T100000", "DTEND;TZID=Europe/Stockholm:20261123T120000")
     parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=12", extra=in_utc), at=AT)
     assert [(b, e - b) for b, e in parsed.occurrences if b >= datetime(2026, 11, 23, tzinfo=UTC)][:2] == [
         (datetime(2026, 11, 23, 9, 0, tzinfo=UTC), timedelta(hours=2)),
         (datetime(2026, 11, 30, 9, 0, tzinfo=UTC), timedelta(hours=2))]
     # A series in New York keeps New York's wall time, whatever the default zone.
-    new_york = range_change("RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=America/New_York:20261123T090000",
+    new_york = instance("RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=America/New_York:20261123T090000",
                             "DTSTART;TZID=America/New_York:20261123T093000", "DTEND;TZID=America/New_York:20261123T103000")
     parsed = parse_event(series("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=12", start="DTSTART;TZID=America/New_York:20261005T090000",
                                 end="DTEND;TZID=America/New_York:20261005T100000", extra=new_york), at=AT)
@@ -1015,7 +997,7 @@ def test_a_this_and_future_change_is_read_in_the_series_own_zone() -> None:
 
 def test_an_all_day_this_and_future_change_keeps_whole_local_days() -> None:
     # Saturdays, one day each; from 20 March on, Saturday and Sunday.
-    two_days = range_change("RECURRENCE-ID;RANGE=THISANDFUTURE;VALUE=DATE:20270320",
+    two_days = instance("RECURRENCE-ID;RANGE=THISANDFUTURE;VALUE=DATE:20270320",
                             "DTSTART;VALUE=DATE:20270320", "DTEND;VALUE=DATE:20270322")
     parsed = parse_event(series("RRULE:FREQ=WEEKLY;COUNT=20", start="DTSTART;VALUE=DATE:20270306",
                                 end="DTEND;VALUE=DATE:20270307", extra=two_days), at=AT)
