@@ -234,7 +234,8 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
                 continue  # ends by its own UNTIL within the window
             if "COUNT" in parts:
                 # Walked from DTSTART to the window's end: it goes on if its COUNT is not used up by then.
-                goes_on |= walked.count() < int(str(parts["COUNT"][0]))
+                # (Walked past the window for a THISANDFUTURE shift: instances after its end go on too.)
+                goes_on |= walked.count() < int(str(parts["COUNT"][0])) or walked.after(until) is not None
             else:
                 goes_on = True
     for listed in _list(master.get("RDATE")):

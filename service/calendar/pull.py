@@ -30,7 +30,7 @@ from service.db import models as m
 from service.errors import DomainError, RoomConflict
 from service.timeutil import now
 from service.usecases.base import UnitOfWork
-from service.usecases.meetings import EXCLUSION_VIOLATION, RETRYABLE, Meetings, _sqlstate
+from service.usecases.meetings import EXCLUSION_VIOLATION, RETRYABLE, Meetings, _sqlstate, lock_meetings
 
 log = logging.getLogger("forumbridge.calendar")
 RSVP = {"ACCEPTED": "accepted", "DECLINED": "declined", "TENTATIVE": "tentative", "NEEDS-ACTION": "needs-action"}
@@ -125,7 +125,9 @@ class PullRules:
             known.by_uid.setdefault(obj.uid, obj)
         ids = {o.meeting_id for o in known.by_href.values() if o.meeting_id is not None}
         if ids:
-            known.meetings = {mt.id: mt for mt in await s.scalars(select(m.Meeting).where(m.Meeting.id.in_(ids)))}
+            # Locked first (PostgreSQL), before this pull writes any row of theirs, as every write
+            # of a meeting does: a pull and a PATCH, or two pulls, never wait on each other in a ring.
+            known.meetings = await lock_meetings(s, sorted(ids), self.meetings.db.is_sqlite)
             with_attendees = {known.by_href[o.href].meeting_id for o in seen
                               if o.href in known.by_href and o.event is not None and o.event.attendees}
             with_attendees |= {obj.meeting_id for o in seen if o.href not in known.by_href and o.event is not None
@@ -187,8 +189,8 @@ class PullRules:
         say) leaves no trace but its conflict record, its audit entry and the job that writes our
         version back, while the others are applied. Returns the booking outcomes.
         """
-        if self.policy == "apply" and len(moves) > 1 and await self._all_moves(uow, moves):
-            return ["made"] * len(moves)
+        if self.policy == "apply" and len(moves) > 1 and (made := await self._all_moves(uow, moves)) is not None:
+            return ["made"] * made
         outcomes: list[str] = []
         for move in moves:
             applied, reason, kind = await self._try_move(uow, move)
@@ -208,20 +210,20 @@ class PullRules:
                       {"calendar": cal.url, "starts_at": start, "ends_at": end, "reason": reason})
         return outcomes
 
-    async def _all_moves(self, uow: UnitOfWork, moves: Sequence[Move]) -> bool:
+    async def _all_moves(self, uow: UnitOfWork, moves: Sequence[Move]) -> int | None:
         """Apply every move in one savepoint, with the booking rules' reads and writes made once for
-        all of them; False (and none applied) when the rules refuse one or a race is lost, and then
-        each is tried on its own."""
+        all of them; how many meetings moved, or None (and none applied) when the rules refuse one
+        or a race is lost, and then each is tried on its own."""
         try:
             async with uow.session.begin_nested():
-                await self.meetings.reschedule_many(uow, [(mv.meeting_id, mv.starts_at, mv.ends_at) for mv in moves])
-            return True
+                return await self.meetings.reschedule_many(
+                    uow, [(mv.meeting_id, mv.starts_at, mv.ends_at) for mv in moves])
         except (DomainError, ValueError):
-            return False
+            return None
         except DBAPIError as exc:
             if _sqlstate(exc) != EXCLUSION_VIOLATION and _sqlstate(exc) not in RETRYABLE:
                 raise
-            return False
+            return None
 
     async def _try_move(self, uow: UnitOfWork, move: Move) -> tuple[bool, str | None, str | None]:
         """(applied, why not, conflict kind or None) for one move, in a savepoint."""

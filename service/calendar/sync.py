@@ -70,9 +70,12 @@ class CalendarSync:
                     result.errors.append(f"{url}: {type(exc).__name__}: {exc}")
 
         # Every pull runs to its end before anything is raised: none is left running unobserved.
-        for outcome in await asyncio.gather(*(pull(cal_id, url) for cal_id, url in cals), return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        failures = [outcome for outcome in await asyncio.gather(
+            *(pull(cal_id, url) for cal_id, url in cals), return_exceptions=True) if isinstance(outcome, BaseException)]
+        for failure in failures[1:]:
+            log.error("calendar sync failed", exc_info=failure)
+        if failures:
+            raise failures[0]
         return result
 
     async def sync_one(self, calendar_id: uuid.UUID, reread: bool = False,

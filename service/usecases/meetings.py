@@ -64,6 +64,18 @@ def _writable(meeting: m.Meeting | None, meeting_id: uuid.UUID) -> m.Meeting:
     return meeting
 
 
+async def lock_meetings(s: AsyncSession, ids: Sequence[uuid.UUID], sqlite: bool) -> dict[uuid.UUID, m.Meeting]:
+    """The meetings with these ids, read afresh with their sessions; on PostgreSQL their rows stay
+    locked until the transaction ends (FOR NO KEY UPDATE, taken in the order of their ids): two
+    writes of one meeting (a PATCH and a calendar's move, two calendars' moves) take turns, and
+    each raises the SEQUENCE. Rows that merely point at a meeting can still be added meanwhile."""
+    stmt = (select(m.Meeting).where(m.Meeting.id.in_(ids)).order_by(m.Meeting.id)
+            .execution_options(populate_existing=True))
+    if not sqlite:
+        stmt = stmt.with_for_update(of=m.Meeting, key_share=True)
+    return {meeting.id: meeting for meeting in await s.scalars(stmt)}
+
+
 def _touched(meeting: m.Meeting) -> None:
     """A change calendars must take: the next SEQUENCE (RFC 5545 3.8.7.4)."""
     meeting.sequence += 1
@@ -300,12 +312,13 @@ class Meetings:
         uow.audit("rescheduled" if moved else "updated", "meeting", meeting.id, changed)
         return views.meeting(meeting)
 
-    async def reschedule_many(self, uow: UnitOfWork, moves: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> None:
+    async def reschedule_many(self, uow: UnitOfWork, moves: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> int:
         """Give several meetings a new time each, in the caller's transaction: `update_in`'s rules for
         a new time (rooms kept, sessions taken along), with the room check and the writes made once
         for all of them. Raises as `update_in` would on the first move the rules refuse, having
         changed nothing in the session but the bookings' rows (the caller rolls its savepoint back
-        and tries the moves one by one). The last move given for a meeting counts.
+        and tries the moves one by one). The last move given for a meeting counts. Returns how
+        many meetings got a new time.
 
         The bookings move first and are then checked all together: two of the moves may not take
         the same room at the same time. (PostgreSQL's exclusion constraint checks each row as it
@@ -324,7 +337,7 @@ class Meetings:
                 self._sessions_fit(meeting, old, new)
                 moved.append((meeting, old, new))
         if not moved:
-            return
+            return 0
         roomed = [(meeting, new) for meeting, _, new in moved if meeting.room_ids]
         if roomed:
             rooms = {r.id: r for r in await self._rooms(uow, list({uuid.UUID(r) for mt, _ in roomed for r in mt.room_ids}))}
@@ -338,6 +351,7 @@ class Meetings:
             uow.audit("rescheduled", "meeting", meeting.id, {"starts_at": new.start, "ends_at": new.end})
         await s.flush()
         await self._changed_many(s, [(meeting, meeting.room_ids, meeting.forum_id) for meeting, _, _ in moved])
+        return len(moved)
 
     async def cancel(self, actor: Actor, meeting_id: uuid.UUID) -> api.MeetingOut:
         async with UnitOfWork(self.db, actor, write=True) as uow:
@@ -443,14 +457,9 @@ class Meetings:
 
     async def _lock(self, uow: UnitOfWork, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, m.Meeting]:
         """The meetings with these ids, read afresh (whatever the session held: a rolled-back try of
-        a move leaves expired rows there) in one statement, with their sessions. On PostgreSQL their
-        rows stay locked until the transaction ends, in the order of their ids: two writes of one
-        meeting (a PATCH and a calendar's move, two calendars' moves) each raise the SEQUENCE."""
-        stmt = (select(m.Meeting).where(m.Meeting.id.in_(ids)).order_by(m.Meeting.id)
-                .execution_options(populate_existing=True))
-        if not self.db.is_sqlite:
-            stmt = stmt.with_for_update(of=m.Meeting)
-        return {meeting.id: meeting for meeting in await uow.session.scalars(stmt)}
+        a move leaves expired rows there) in one statement, with their sessions."""
+        await uow.session.flush()  # nothing of the caller's is overwritten by the fresh read
+        return await lock_meetings(uow.session, ids, self.db.is_sqlite)
 
     @staticmethod
     def _find_session(meeting: m.Meeting, session_id: uuid.UUID) -> m.Session:

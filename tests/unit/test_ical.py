@@ -995,6 +995,19 @@ def test_a_this_and_future_change_is_read_in_the_series_own_zone() -> None:
     assert parsed.read_until is None
 
 
+def test_a_shifted_series_whose_count_runs_out_just_past_the_window_is_read_again() -> None:
+    # Read on 1 March 2026, the window ends on 1 March 2028; the 105th Wednesday, moved a day later
+    # for good from December on, falls just past it: the series goes on beyond what was read.
+    shifted = instance("RECURRENCE-ID;RANGE=THISANDFUTURE;TZID=Europe/Stockholm:20261202T100000",
+                       "DTSTART;TZID=Europe/Stockholm:20261203T100000", "DTEND;TZID=Europe/Stockholm:20261203T110000")
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    start, end = "DTSTART;TZID=Europe/Stockholm:20260304T100000", "DTEND;TZID=Europe/Stockholm:20260304T110000"
+    plain = parse_event(series("RRULE:FREQ=WEEKLY;COUNT=105", start=start, end=end), at=at)
+    moved = parse_event(series("RRULE:FREQ=WEEKLY;COUNT=105", start=start, end=end, extra=shifted), at=at)
+    assert plain.read_until == moved.read_until == datetime(2028, 3, 1, tzinfo=UTC)
+    assert starts(moved)[-1] == starts(plain)[-1] + timedelta(days=1)
+
+
 def test_an_all_day_this_and_future_change_keeps_whole_local_days() -> None:
     # Saturdays, one day each; from 20 March on, Saturday and Sunday.
     two_days = instance("RECURRENCE-ID;RANGE=THISANDFUTURE;VALUE=DATE:20270320",
