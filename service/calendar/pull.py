@@ -30,7 +30,7 @@ from service.db import models as m
 from service.errors import DomainError, RoomConflict
 from service.timeutil import now
 from service.usecases.base import UnitOfWork
-from service.usecases.meetings import EXCLUSION_VIOLATION, RETRYABLE, Meetings, _sqlstate, lock_meetings
+from service.usecases.meetings import Meetings, lock_meetings, lost_race
 
 log = logging.getLogger("forumbridge.calendar")
 RSVP = {"ACCEPTED": "accepted", "DECLINED": "declined", "TENTATIVE": "tentative", "NEEDS-ACTION": "needs-action"}
@@ -127,7 +127,7 @@ class PullRules:
         if ids:
             # Locked first (PostgreSQL), before this pull writes any row of theirs, as every write
             # of a meeting does: a pull and a PATCH, or two pulls, never wait on each other in a ring.
-            known.meetings = await lock_meetings(s, sorted(ids), self.meetings.db.is_sqlite)
+            known.meetings = await lock_meetings(s, sorted(ids))
             with_attendees = {known.by_href[o.href].meeting_id for o in seen
                               if o.href in known.by_href and o.event is not None and o.event.attendees}
             with_attendees |= {obj.meeting_id for o in seen if o.href not in known.by_href and o.event is not None
@@ -221,7 +221,7 @@ class PullRules:
         except (DomainError, ValueError):
             return None
         except DBAPIError as exc:
-            if _sqlstate(exc) != EXCLUSION_VIOLATION and _sqlstate(exc) not in RETRYABLE:
+            if not lost_race(exc):
                 raise
             return None
 
@@ -244,8 +244,7 @@ class PullRules:
             except DBAPIError as exc:
                 # PostgreSQL: another transaction booked the room meanwhile (the exclusion constraint)
                 # or a serialization failure; the savepoint is gone, the next try sees the winner.
-                state = _sqlstate(exc)
-                if (state != EXCLUSION_VIOLATION and state not in RETRYABLE) or attempt == MOVE_ATTEMPTS - 1:
+                if not lost_race(exc) or attempt == MOVE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 

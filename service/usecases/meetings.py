@@ -34,6 +34,13 @@ def _sqlstate(exc: DBAPIError) -> str | None:
     return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
 
 
+def lost_race(exc: DBAPIError) -> bool:
+    """PostgreSQL's word that another transaction won (the room's exclusion constraint, a
+    serialization failure, a deadlock): the work may be tried again and then sees the winner."""
+    state = _sqlstate(exc)
+    return state == EXCLUSION_VIOLATION or state in RETRYABLE
+
+
 @dataclass(frozen=True)
 class Span:
     start: datetime
@@ -64,14 +71,14 @@ def _writable(meeting: m.Meeting | None, meeting_id: uuid.UUID) -> m.Meeting:
     return meeting
 
 
-async def lock_meetings(s: AsyncSession, ids: Sequence[uuid.UUID], sqlite: bool) -> dict[uuid.UUID, m.Meeting]:
+async def lock_meetings(s: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, m.Meeting]:
     """The meetings with these ids, read afresh with their sessions; on PostgreSQL their rows stay
     locked until the transaction ends (FOR NO KEY UPDATE, taken in the order of their ids): two
     writes of one meeting (a PATCH and a calendar's move, two calendars' moves) take turns, and
     each raises the SEQUENCE. Rows that merely point at a meeting can still be added meanwhile."""
     stmt = (select(m.Meeting).where(m.Meeting.id.in_(ids)).order_by(m.Meeting.id)
             .execution_options(populate_existing=True))
-    if not sqlite:
+    if s.bind is not None and s.bind.dialect.name == "postgresql":
         stmt = stmt.with_for_update(of=m.Meeting, key_share=True)
     return {meeting.id: meeting for meeting in await s.scalars(stmt)}
 
@@ -439,8 +446,7 @@ class Meetings:
                     self.on_booking("refused")
                 raise
             except (IntegrityError, DBAPIError) as exc:
-                state = _sqlstate(exc)
-                if state != EXCLUSION_VIOLATION and state not in RETRYABLE or attempt == 4:
+                if not lost_race(exc) or attempt == 4:
                     raise
         raise AssertionError("unreachable")
 
@@ -459,7 +465,7 @@ class Meetings:
         """The meetings with these ids, read afresh (whatever the session held: a rolled-back try of
         a move leaves expired rows there) in one statement, with their sessions."""
         await uow.session.flush()  # nothing of the caller's is overwritten by the fresh read
-        return await lock_meetings(uow.session, ids, self.db.is_sqlite)
+        return await lock_meetings(uow.session, ids)
 
     @staticmethod
     def _find_session(meeting: m.Meeting, session_id: uuid.UUID) -> m.Session:

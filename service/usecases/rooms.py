@@ -78,8 +78,8 @@ class Want:
 async def find_clashes(session: AsyncSession, wants: list[Want]) -> list[Clash | None]:
     """For each want, the first active booking of its rooms that overlaps its span, if any.
 
-    One statement for all of them: each room's probes (see `_candidates`) in a UNION ALL,
-    the holding meeting's title joined in. Several meetings moved at once may overlap each
+    One statement for all of them (one per `MAX_PROBES` probes): each room's probes (see
+    `_candidates`) in a UNION ALL, the holding meeting's title joined in. Several meetings moved at once may overlap each
     other only until this check has run over all of them: of two overlapping bookings, the
     later one's probe finds one starting inside the earlier one's span or the earlier one.
     """
