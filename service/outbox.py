@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import bindparam, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -144,17 +144,24 @@ async def finish_done(db: Database, jobs: list[Claimed], records: dict[Any, Done
     records = records or {}
     async with db.session(write=True) as s:
         async with s.begin():
-            held = set((await s.scalars(
-                update(OutboxJob)
-                .where(OutboxJob.status == "running",
-                       or_(*(and_(OutboxJob.id == job.id, OutboxJob.attempts == job.attempts) for job in jobs)))
-                .values(status="done", done_at=utcnow(), last_error=None)
-                .returning(OutboxJob.id)
-                .execution_options(synchronize_session=False)
-            )).all())
+            conn = await s.connection()
+            held = set((await conn.execute(_MARK_DONE, {
+                "held": [(job.id, job.attempts) for job in jobs], "done_at": utcnow()})).scalars())
             for job in jobs:
                 if job.id in held and job.id in records:
                     await records[job.id].record(s)
+
+
+# Jobs this worker still holds (running, the attempt it claimed) marked done: one statement,
+# built once; the (id, attempt) pairs go in as an expanding IN of row values.
+_JOBS = OutboxJob.__table__
+_MARK_DONE = (
+    update(_JOBS)
+    .where(_JOBS.c.status == "running",
+           tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)))
+    .values(status="done", done_at=bindparam("done_at"), last_error=None)
+    .returning(_JOBS.c.id)
+)
 
 
 async def _finish(db: Database, job: Claimed, error: BaseException | None, superseded: bool) -> None:

@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, delete, null, select
+from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +32,38 @@ from service.usecases.base import Actor, UnitOfWork
 
 log = logging.getLogger("forumbridge.calendar")
 ATTEMPTS = 3
+
+
+@functools.cache
+def _upsert_object(dialect: str) -> Any:
+    """The upsert `_record` runs once per pushed object, built once per dialect (Core, bound by name)."""
+    table = m.CalendarObject.__table__
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    meetings = m.Meeting.__table__
+    stmt = insert(table).values(
+        id=bindparam("id"), calendar_id=bindparam("calendar_id"),
+        meeting_id=select(meetings.c.id).where(meetings.c.id == bindparam("meeting_id")).scalar_subquery(),
+        uid=bindparam("uid"), href=bindparam("href"), etag=bindparam("etag"), sequence=bindparam("sequence"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["calendar_id", "uid"],
+        set_={"href": stmt.excluded.href, "etag": stmt.excluded.etag, "sequence": stmt.excluded.sequence},
+    )
+
+
+# A job's reads, built once (a push runs them for every object it writes):
+# the meeting with its sessions and conference in one query (not three, as `get` would);
+_MEETING = (select(m.Meeting).where(m.Meeting.id == bindparam("id"))
+            .options(joinedload(m.Meeting.sessions), joinedload(m.Meeting.conference)))
+# the calendar, our object's href and ETag in it (None: no object recorded) and the calendar of the
+# meeting's forum (none without a meeting), as plain columns.
+_FOUND = (
+    select(m.Calendar.id, m.CalendarObject.id.is_not(None), m.CalendarObject.href, m.CalendarObject.etag,
+           select(m.Forum.calendar_url).where(m.Forum.id == bindparam("forum_id")).scalar_subquery())
+    .where(m.Calendar.url == bindparam("url"))
+    .outerjoin(m.CalendarObject, and_(m.CalendarObject.calendar_id == m.Calendar.id,
+                                      m.CalendarObject.uid == bindparam("uid")))
+)
 
 
 class CalendarPusher:
@@ -67,25 +99,17 @@ class CalendarPusher:
         """One attempt: (True, what to record) when done, (False, None) when a precondition failed and
         the state was reconciled (try again)."""
         async with self.db.session(write=False) as s:
-            # The meeting with its sessions and conference in one query (not three, as `get` would).
-            meeting = (await s.execute(
-                select(m.Meeting).where(m.Meeting.id == meeting_id)
-                .options(joinedload(m.Meeting.sessions), joinedload(m.Meeting.conference)))).unique().scalar_one_or_none()
+            meeting = (await s.execute(_MEETING, {"id": meeting_id})).unique().scalar_one_or_none()
             uid = meeting.uid if meeting else f"{meeting_id}@forumbridge"
-            # The calendar, our object in it and the meeting's forum calendar, in one query.
-            forum_url = select(m.Forum.calendar_url).where(m.Forum.id == meeting.forum_id).scalar_subquery() \
-                if meeting else null()
-            found = (await s.execute(
-                select(m.Calendar, m.CalendarObject, forum_url).where(m.Calendar.url == url)
-                .outerjoin(m.CalendarObject, and_(m.CalendarObject.calendar_id == m.Calendar.id,
-                                                  m.CalendarObject.uid == uid)))).first()
+            found = (await s.execute(_FOUND, {"url": url, "uid": uid,
+                                              "forum_id": meeting.forum_id if meeting else None})).first()
             if found is None:
                 return True, None
-            cal, obj, in_forum = found
+            calendar_id, recorded, recorded_href, recorded_etag, in_forum = found
             # A forum's calendar holds all its meetings; for any other, ask the rules.
             wanted = meeting is not None and (in_forum == url or await belongs(s, meeting, url))
             data = render_shared(await build_event(s, meeting, self.settings)) if wanted and meeting else None
-            known = (obj.href, obj.etag) if obj else None
+            known = (recorded_href, recorded_etag) if recorded else None
             sequence = meeting.sequence if meeting else 0
         if data is None:
             # Also without a record: a create whose answer was lost (server killed after storing
@@ -93,11 +117,11 @@ class CalendarPusher:
             await self.connector.delete(url, known[0] if known else self.connector.object_href(url, uid), None)
             if known is None:
                 return True, None
-            return True, Done(functools.partial(self._forget, cal.id, uid))
+            return True, Done(functools.partial(self._forget, calendar_id, uid))
         try:
             href, etag = await self.connector.put(url, uid, data, known[1] if known else None)
         except CalendarPreconditionFailed:
-            await self._reconcile(cal.id, url, known[0] if known else self.connector.object_href(url, uid), uid)
+            await self._reconcile(calendar_id, url, known[0] if known else self.connector.object_href(url, uid), uid)
             return False, None
         except CalendarUidConflict as exc:
             raise GiveUp(f"another object in {url} holds the UID {uid}: {exc}") from exc
@@ -105,7 +129,7 @@ class CalendarPusher:
             # The server changed what we sent (RFC 4791 says it then sends no ETag): read its version.
             stored = await self.connector.get(url, href)
             etag = stored.etag if stored else None
-        return True, Done(functools.partial(self._record, cal.id, meeting_id, uid, href, etag, sequence))
+        return True, Done(functools.partial(self._record, calendar_id, meeting_id, uid, href, etag, sequence))
 
     async def _reconcile(self, calendar_id: uuid.UUID, url: str, href: str, uid: str) -> None:
         """412: someone changed or created the object; apply the pull rules to what is there now."""
@@ -141,16 +165,9 @@ class CalendarPusher:
 
         A new row links the meeting only while it still exists; an existing row keeps its link.
         """
-        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
-        still_there = select(m.Meeting.id).where(m.Meeting.id == meeting_id).scalar_subquery()
-        stmt = insert(m.CalendarObject).values(
-            id=uuid.uuid4(), calendar_id=calendar_id, meeting_id=still_there, uid=uid, href=href, etag=etag,
-            sequence=sequence,
-        )
-        await session.execute(stmt.on_conflict_do_update(
-            index_elements=["calendar_id", "uid"],
-            set_={"href": stmt.excluded.href, "etag": stmt.excluded.etag, "sequence": stmt.excluded.sequence},
-        ))
+        await session.execute(_upsert_object(self.db.dialect), {
+            "id": uuid.uuid4(), "calendar_id": calendar_id, "meeting_id": meeting_id, "uid": uid, "href": href,
+            "etag": etag, "sequence": sequence})
 
     @staticmethod
     async def _forget(calendar_id: uuid.UUID, uid: str, session: AsyncSession) -> None:

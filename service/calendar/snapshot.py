@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.calendar.ical import Event, EventAttendee, EventRoom, EventSession
@@ -13,15 +13,20 @@ from service.settings import Settings
 PARTSTAT = {"accepted": "ACCEPTED", "declined": "DECLINED", "tentative": "TENTATIVE", "needs-action": "NEEDS-ACTION"}
 
 
+# The reads of `build_event`, built once (a push runs them for every object it writes), as plain
+# columns: the meeting's rooms with their sites, and its invited people.
+_ROOMS = (select(m.Room.id, m.Room.name.label("room"), m.Room.video_endpoint, m.Site.name.label("site"), m.Site.city)
+          .join(m.Site, m.Site.id == m.Room.site_id).where(m.Room.id.in_(bindparam("ids", expanding=True))))
+_PEOPLE = (select(m.Person.name, m.Person.email, m.Invitation.rsvp, m.Invitation.mode)
+           .join(m.Person, m.Person.id == m.Invitation.person_id)
+           .where(m.Invitation.meeting_id == bindparam("meeting_id")).order_by(m.Person.name))
+
+
 async def build_event(session: AsyncSession, meeting: m.Meeting, settings: Settings) -> Event:
     """Everything a calendar copy of `meeting` says; no personal links."""
     room_ids = [uuid.UUID(r) for r in meeting.room_ids]
-    rooms = {r.id: r for r in await session.scalars(select(m.Room).where(m.Room.id.in_(room_ids)))} if room_ids else {}
-    sites = {s.id: s for s in await session.scalars(
-        select(m.Site).where(m.Site.id.in_({r.site_id for r in rooms.values()})))} if rooms else {}
-    people = (await session.execute(
-        select(m.Invitation, m.Person).join(m.Person, m.Person.id == m.Invitation.person_id)
-        .where(m.Invitation.meeting_id == meeting.id).order_by(m.Person.name))).all()
+    rooms = {row.id: row for row in await session.execute(_ROOMS, {"ids": room_ids})} if room_ids else {}
+    people = (await session.execute(_PEOPLE, {"meeting_id": meeting.id})).all()
     conf = meeting.conference
     host = rooms.get(room_ids[0]) if room_ids else None
     return Event(
@@ -38,18 +43,15 @@ async def build_event(session: AsyncSession, meeting: m.Meeting, settings: Setti
         dtstamp=meeting.updated_at,
         created=meeting.created_at,
         last_modified=meeting.updated_at,
-        rooms=tuple(
-            EventRoom(name=rooms[r].name, site=sites[rooms[r].site_id].name, city=sites[rooms[r].site_id].city)
-            for r in room_ids if r in rooms and rooms[r].site_id in sites
-        ),
+        rooms=tuple(EventRoom(name=rooms[r].room, site=rooms[r].site, city=rooms[r].city) for r in room_ids if r in rooms),
         sessions=tuple(
             EventSession(title=s.title, starts_at=s.starts_at, ends_at=s.ends_at, topic=s.topic)
             for s in sorted(meeting.sessions, key=lambda s: (s.starts_at, s.id))
         ),
         attendees=tuple(
-            EventAttendee(name=p.name, email=p.email, partstat=PARTSTAT.get(inv.rsvp, "NEEDS-ACTION"),
-                          role="REQ-PARTICIPANT", remote=inv.mode == "remote")
-            for inv, p in people
+            EventAttendee(name=name, email=email, partstat=PARTSTAT.get(rsvp, "NEEDS-ACTION"),
+                          role="REQ-PARTICIPANT", remote=mode == "remote")
+            for name, email, rsvp, mode in people
         ),
         url=conf.host_url if conf is not None and conf.status == "active" else None,
         conference_url=conf.host_url if conf is not None and conf.status == "active" else None,
