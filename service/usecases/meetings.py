@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,8 @@ from service.usecases.rooms import Want, ensure_free, ensure_free_many
 T = TypeVar("T")
 MAX_MEETING = timedelta(days=31)
 DEFAULT_QUERY_ZONE = "Europe/Stockholm"
+# PostgreSQL's guard against overlapping service bookings of a room (migrations 0001 and 0005).
+OVERLAP_CONSTRAINT = "room_bookings_no_overlap"
 # PostgreSQL's exclusion violation, and the errors after which a retry is the answer.
 EXCLUSION_VIOLATION = "23P01"
 RETRYABLE = {"40001", "40P01"}
@@ -91,12 +93,24 @@ def _touched(meeting: m.Meeting) -> None:
 
 async def _move_bookings(s: AsyncSession, moves: Sequence[tuple[uuid.UUID, Span]]) -> None:
     """The active bookings of each meeting to its new span, in one statement for all (Core, with a
-    row of parameters per meeting: the ORM's bulk update would want primary keys)."""
+    row of parameters per meeting: the ORM's bulk update would want primary keys).
+
+    On PostgreSQL the rows are updated one parameter row at a time, and the overlap constraint is
+    checked after each; so for several moves it is checked once, after all of them (a meeting may
+    take the slot another leaves, as the rules, which see every move at once, allowed). A clash
+    raises there, as it would have from the UPDATE.
+    """
     bookings = m.RoomBooking.__table__
-    await (await s.connection()).execute(
+    conn = await s.connection()
+    together = len(moves) > 1 and conn.dialect.name == "postgresql"
+    if together:
+        await conn.execute(text(f"SET CONSTRAINTS {OVERLAP_CONSTRAINT} DEFERRED"))
+    await conn.execute(
         update(bookings).where(bookings.c.meeting_id == bindparam("b_meeting"), bookings.c.active.is_(True))
         .values(starts_at=bindparam("b_start"), ends_at=bindparam("b_end")),
         [{"b_meeting": meeting_id, "b_start": span.start, "b_end": span.end} for meeting_id, span in moves])
+    if together:
+        await conn.execute(text(f"SET CONSTRAINTS {OVERLAP_CONSTRAINT} IMMEDIATE"))
 
 
 def _inside(session: Span, meeting: Span, prefix: str) -> None:

@@ -105,3 +105,21 @@ async def test_moves_far_outside_what_the_api_accepts_are_refused_also_together(
     assert outcomes == ["made"]
     assert (await api.ok("GET", f"/api/v1/meetings/{made[0]['id']}"))["starts_at"] == made[0]["starts_at"]
     assert (await api.ok("GET", f"/api/v1/meetings/{made[1]['id']}"))["starts_at"] == at(13, 13).isoformat()
+
+
+async def test_a_meeting_moved_onto_the_slot_another_leaves_in_the_same_sync_is_applied_with_it(
+        api: Any, world: dict[str, Any], client: Any) -> None:
+    # A client drags B away and A onto B's old slot; the server lists A first. Together the moves
+    # leave the room free of overlaps, so both are made, on PostgreSQL too, where the constraint
+    # against overlaps is checked after the last of them rather than after each.
+    a = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2027-05-17T09:00:00", end="2027-05-17T12:00:00", title="Möte A"))
+    b = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2027-05-18T09:00:00", end="2027-05-18T12:00:00", title="Möte B"))
+    outcomes = await apply(client, world, (a, at(18, 9), at(18, 12)), (b, at(19, 13), at(19, 16)))
+    assert outcomes == ["made", "made"]
+    assert (await api.ok("GET", f"/api/v1/meetings/{a['id']}"))["starts_at"] == at(18, 9).isoformat()
+    assert (await api.ok("GET", f"/api/v1/meetings/{b['id']}"))["starts_at"] == at(19, 13).isoformat()
+    assert await room_bookings(api, world) == [(at(18, 9).isoformat(), at(18, 12).isoformat()),
+                                               (at(19, 13).isoformat(), at(19, 16).isoformat())]
+    assert (await api.ok("GET", "/api/v1/conflicts"))["items"] == []
