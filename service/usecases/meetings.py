@@ -342,8 +342,8 @@ class Meetings:
         many meetings got a new time.
 
         The bookings move first and are then checked all together: two of the moves may not take
-        the same room at the same time. (PostgreSQL's exclusion constraint checks each row as it
-        moves, so there a meeting taking the slot another one leaves sends them one by one.)
+        the same room at the same time. (PostgreSQL's exclusion constraint is checked once, after
+        the last booking moved, so there too a meeting may take the slot another one leaves.)
         """
         s = uow.session
         wanted = {meeting_id: (starts_at, ends_at) for meeting_id, starts_at, ends_at in moves}

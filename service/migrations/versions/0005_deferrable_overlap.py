@@ -22,11 +22,11 @@ def upgrade() -> None:
     # Still checked at the end of every statement (INITIALLY IMMEDIATE); a batch of moves defers
     # it to the end of the batch, where one meeting may take the slot another leaves.
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE room_bookings DROP CONSTRAINT room_bookings_no_overlap, "
+        op.execute("ALTER TABLE room_bookings DROP CONSTRAINT IF EXISTS room_bookings_no_overlap, "
                    f"ADD CONSTRAINT room_bookings_no_overlap {_EXCLUDE} DEFERRABLE INITIALLY IMMEDIATE")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE room_bookings DROP CONSTRAINT room_bookings_no_overlap, "
+        op.execute("ALTER TABLE room_bookings DROP CONSTRAINT IF EXISTS room_bookings_no_overlap, "
                    f"ADD CONSTRAINT room_bookings_no_overlap {_EXCLUDE}")
