@@ -17,12 +17,10 @@ from datetime import timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from sqlalchemy import bindparam, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.engine import Database, is_unavailable
+from service.db.engine import Database, is_unavailable, upsert_insert
 from service.db.models import OutboxJob, utcnow
 
 log = logging.getLogger("forumbridge.outbox")
@@ -70,8 +68,7 @@ async def enqueue_many(session: AsyncSession, jobs: Sequence[Job]) -> None:
     rows = [{"id": uuid.uuid4(), "kind": kind, "payload": payload, "key": key, "status": "pending", "attempts": 0,
              "next_attempt_at": now, "created_at": now} for kind, payload, key in jobs]
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(OutboxJob).on_conflict_do_nothing(index_elements=["key"], index_where=PENDING)
+    stmt = upsert_insert(dialect)(OutboxJob).on_conflict_do_nothing(index_elements=["key"], index_where=PENDING)
     if len(rows) == 1:  # the usual case on the booking path: a plain INSERT, not the ORM's bulk path
         await session.execute(stmt.values(**rows[0]))
     else:
@@ -135,6 +132,18 @@ async def finish(db: Database, job: Claimed, error: BaseException | None) -> Non
         await _finish(db, job, error, superseded=True)
 
 
+# Jobs this worker still holds (running, the attempt it claimed) marked done: one statement,
+# built once; the (id, attempt) pairs go in as an expanding IN of row values.
+_JOBS = OutboxJob.__table__
+_MARK_DONE = (
+    update(_JOBS)
+    .where(_JOBS.c.status == "running",
+           tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)))
+    .values(status="done", done_at=bindparam("done_at"), last_error=None)
+    .returning(_JOBS.c.id)
+)
+
+
 async def finish_done(db: Database, jobs: list[Claimed], records: dict[Any, Done] | None = None) -> None:
     """Record that `jobs` succeeded, with what their handlers return to record, in one transaction.
 
@@ -150,18 +159,6 @@ async def finish_done(db: Database, jobs: list[Claimed], records: dict[Any, Done
             for job in jobs:
                 if job.id in held and job.id in records:
                     await records[job.id].record(s)
-
-
-# Jobs this worker still holds (running, the attempt it claimed) marked done: one statement,
-# built once; the (id, attempt) pairs go in as an expanding IN of row values.
-_JOBS = OutboxJob.__table__
-_MARK_DONE = (
-    update(_JOBS)
-    .where(_JOBS.c.status == "running",
-           tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)))
-    .values(status="done", done_at=bindparam("done_at"), last_error=None)
-    .returning(_JOBS.c.id)
-)
 
 
 async def _finish(db: Database, job: Claimed, error: BaseException | None, superseded: bool) -> None:

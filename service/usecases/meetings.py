@@ -48,6 +48,10 @@ class Span:
     start: datetime
     end: datetime
 
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
 
 def _span(start: datetime, end: datetime, zone: str, prefix: str = "") -> Span:
     s = to_utc(start, zone, f"{prefix}starts_at")
@@ -59,7 +63,7 @@ def _span(start: datetime, end: datetime, zone: str, prefix: str = "") -> Span:
 
 def _meeting_span(start: datetime, end: datetime, zone: str) -> Span:
     span = _span(start, end, zone)
-    if span.end - span.start > MAX_MEETING:
+    if span.length > MAX_MEETING:
         raise Invalid("ends_at", "a meeting may last at most 31 days")
     return span
 
@@ -511,14 +515,14 @@ class Meetings:
     def _sessions_fit(meeting: m.Meeting, old: Span, new: Span) -> None:
         """Raise unless the sessions fit the new time: one moved as a whole takes them along, one
         resized must still hold them. Changes nothing."""
-        if (new.end - new.start) != (old.end - old.start):
+        if new.length != old.length:
             for i, row in enumerate(sorted(meeting.sessions, key=lambda r: r.starts_at)):
                 _inside(Span(row.starts_at, row.ends_at), new, f"sessions.{i}.")
 
     @staticmethod
     def _carry_sessions(meeting: m.Meeting, old: Span, new: Span) -> None:
         """A meeting moved as a whole takes its sessions along (`_sessions_fit` has checked a resize)."""
-        if (new.end - new.start) == (old.end - old.start):
+        if new.length == old.length:
             shift = new.start - old.start
             for row in meeting.sessions:
                 row.starts_at, row.ends_at = row.starts_at + shift, row.ends_at + shift
