@@ -7,8 +7,6 @@ import uuid
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
@@ -25,7 +23,7 @@ from service.calendar.ical import parse_event, render_shared
 from service.calendar.pull import PullRules, Seen
 from service.calendar.snapshot import belongs, build_event
 from service.db import models as m
-from service.db.engine import Database
+from service.db.engine import Database, upsert_insert
 from service.outbox import Done, GiveUp, RetryLater
 from service.settings import Settings
 from service.usecases.base import Actor, UnitOfWork
@@ -38,9 +36,8 @@ ATTEMPTS = 3
 def _upsert_object(dialect: str) -> Any:
     """The upsert `_record` runs once per pushed object, built once per dialect (Core, bound by name)."""
     table = m.CalendarObject.__table__
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     meetings = m.Meeting.__table__
-    stmt = insert(table).values(
+    stmt = upsert_insert(dialect)(table).values(
         id=bindparam("id"), calendar_id=bindparam("calendar_id"),
         meeting_id=select(meetings.c.id).where(meetings.c.id == bindparam("meeting_id")).scalar_subquery(),
         uid=bindparam("uid"), href=bindparam("href"), etag=bindparam("etag"), sequence=bindparam("sequence"),

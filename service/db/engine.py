@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -43,6 +45,11 @@ def is_unavailable(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or getattr(exc, "orig", None)
     return False
+
+
+def upsert_insert(dialect: str) -> Any:
+    """The dialect's INSERT construct, the one with ON CONFLICT (PostgreSQL's or SQLite's)."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 @dataclass

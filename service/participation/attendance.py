@@ -9,13 +9,11 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import api
 from service.db import models as m
-from service.db.engine import Database
+from service.db.engine import Database, upsert_insert
 from service.errors import Invalid, NotFound
 from service.participation.intervals import Mark, overlap, presence
 from service.timeutil import local, now, to_utc
@@ -25,8 +23,7 @@ from service.usecases.base import Actor, UnitOfWork
 async def record(session: AsyncSession, invitation_id: uuid.UUID, kind: str, at: datetime, source: str,
                  dedup_key: str | None) -> bool:
     """Append one event; a repeat of the same `dedup_key` is ignored. True when it was new."""
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(m.AttendanceEvent).values(
+    stmt = upsert_insert(session.bind.dialect.name)(m.AttendanceEvent).values(
         id=uuid.uuid4(), invitation_id=invitation_id, kind=kind, at=at, source=source, dedup_key=dedup_key,
         recorded_at=now())
     if dedup_key is not None:
