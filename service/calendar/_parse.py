@@ -170,12 +170,12 @@ def _occurrences(master: Component | None, overrides: list[Component], start_val
     """
     first = _local(start_value, zone)
     all_day = not isinstance(start_value, datetime)
-    days = max(1, round(length.total_seconds() / 86400)) if all_day else 0
+    days = _whole_days(length) if all_day else 0
 
     def span(local: datetime, own_length: timedelta | None = None) -> tuple[datetime, datetime]:
         begin = local.astimezone(timezone.utc)
         if all_day:  # whole days in the zone, whatever DST does
-            whole = days if own_length is None else max(1, round(own_length.total_seconds() / 86400))
+            whole = days if own_length is None else _whole_days(own_length)
             return begin, datetime.combine(local.date() + timedelta(days=whole), time(), tzinfo=zone).astimezone(timezone.utc)
         return begin, begin + (length if own_length is None else own_length)
 
@@ -384,6 +384,11 @@ def _until(value: date | datetime, zone: tzinfo) -> datetime:
     if isinstance(value, datetime):
         return _aware(value, zone).astimezone(timezone.utc)
     return (datetime.combine(value + timedelta(days=1), time(), tzinfo=zone) - timedelta(seconds=1)).astimezone(timezone.utc)
+
+
+def _whole_days(length: timedelta) -> int:
+    """How many whole days an all-day event of `length` covers (at least one)."""
+    return max(1, round(length.total_seconds() / 86400))
 
 
 def _wall(value: datetime) -> datetime:
