@@ -62,8 +62,10 @@ def _value(family: Any, suffix: str = "", **labels: str) -> float:
 
 async def test_metrics_count_requests_by_route_template_not_by_path(api: ApiClient) -> None:
     for _ in range(2):
-        await api.get(f"/api/v1/meetings/{uuid.uuid4()}")
-    await api.get(f"/no/such/page/{uuid.uuid4()}")
+        code, body = await api.get(f"/api/v1/meetings/{uuid.uuid4()}")
+        assert code == 404, body
+    code, body = await api.get(f"/no/such/page/{uuid.uuid4()}")
+    assert code == 404, body
     families = await _metrics(api)
     requests = families["forumbridge_http_requests"]
     assert _value(requests, "_total", route="/api/v1/meetings/{id}", method="GET", status="404") == 2
