@@ -32,6 +32,9 @@ MAX_BACKOFF = 300.0
 # Jobs one worker runs at once (each with its own key), and jobs it claims per transaction.
 CONCURRENCY = 8
 BATCH = 20
+# On stop, the jobs in flight get this long to end and be recorded before they are cancelled (and
+# run again after their lease). A mail sent but not recorded would be sent again.
+STOP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,36 @@ async def _finish(db: Database, job: Claimed, error: BaseException | None, super
             row.next_attempt_at = utcnow() + timedelta(seconds=backoff(row.attempts))
 
 
+# Jobs this worker claimed and never started, given back when it stops: due now, the attempt their
+# claim counted taken back. One whose key got a newer pending job meanwhile is superseded by it
+# (at most one job per key waits).
+_SUPERSEDE_HELD = (
+    update(_JOBS)
+    .where(_JOBS.c.status == "running",
+           tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)),
+           _JOBS.c.key.in_(select(_JOBS.c.key).where(_JOBS.c.status == "pending").scalar_subquery()))
+    .values(status="superseded")
+)
+_RELEASE_HELD = (
+    update(_JOBS)
+    .where(_JOBS.c.status == "running",
+           tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)))
+    .values(status="pending", attempts=_JOBS.c.attempts - 1, next_attempt_at=bindparam("now"))
+)
+
+
+async def release(db: Database, jobs: Sequence[Claimed]) -> None:
+    """Give back jobs claimed and not started: pending and due now, as if never claimed."""
+    if not jobs:
+        return
+    held = [(job.id, job.attempts) for job in jobs]
+    async with db.session(write=True) as s:
+        async with s.begin():
+            conn = await s.connection()
+            await conn.execute(_SUPERSEDE_HELD, {"held": held})
+            await conn.execute(_RELEASE_HELD, {"held": held, "now": utcnow()})
+
+
 async def retry_now(db: Database) -> None:
     """Make every waiting job due now (an operator's "sync now" after fixing a server)."""
     async with db.session(write=True) as s:
@@ -223,21 +256,32 @@ class OutboxWorker:
         self.batch = max(1, batch)
         self.wake = _Wake()
         self._task: asyncio.Task | None = None
+        # Set by stop(): no more claims, no more starts; the jobs in flight end and are recorded.
+        self._stopping = False
         self.idle = asyncio.Event()
         # Outcomes of jobs this worker holds that could not be recorded (the database was lost),
         # by job id: recorded first thing next time, so the jobs need not wait out their lease.
         self._unrecorded: dict[Any, tuple[Claimed, BaseException | None, Done | None]] = {}
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outbox-worker")
 
-    async def stop(self) -> None:
-        if self._task:
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop claiming; let the jobs in flight end and be recorded for at most `grace_s`
+        (STOP_GRACE_S), then cancel what still runs. Jobs claimed and not started are given back."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self.wake.set()
+        await asyncio.wait({self._task}, timeout=STOP_GRACE_S if grace_s is None else grace_s)
+        if not self._task.done():
+            log.warning("outbox worker: jobs still running after the stop's grace; cancelled, they run again after their lease")
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
 
     async def run_once(self, budget_s: float | None = None) -> int:
         """Run every job that is due now, up to `concurrency` at a time; returns how many ran.
@@ -266,13 +310,13 @@ class OutboxWorker:
         await self._record_late()
 
         def start_claimed() -> None:
-            while failure is None and queue and len(running) < self.concurrency:
+            while failure is None and not self._stopping and queue and len(running) < self.concurrency:
                 job = queue.popleft()
                 running[asyncio.create_task(self._run_job(job))] = job
 
         async def start_more() -> None:
             nonlocal more, failure, claimed_at
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            if self._stopping or deadline is not None and asyncio.get_running_loop().time() >= deadline:
                 more = False
                 claimed_at = self.wake.calls
             elif failure is None and (more or self.wake.calls != claimed_at) and not queue \
@@ -329,6 +373,9 @@ class OutboxWorker:
             # the database answers again (if this process dies first, the jobs run again after
             # their lease: converging jobs may run twice).
             raise failure
+        if queue:
+            # Stopping: what was claimed and not started is due again now, for whichever worker.
+            await release(self.db, list(queue))
         return done
 
     async def _record_done(self, jobs: list[Claimed], records: dict[Any, Done]) -> None:
@@ -404,7 +451,7 @@ class OutboxWorker:
             self._unrecorded.pop(job_id, None)  # run_once may run twice at once (the API's sync)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 self.idle.clear()
                 await self.run_once()
@@ -413,6 +460,8 @@ class OutboxWorker:
             except Exception:  # noqa: BLE001 - the database may be down; try again
                 log.exception("outbox worker cycle failed")
             self.idle.set()
+            if self._stopping:
+                return
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
             except asyncio.TimeoutError:

@@ -197,23 +197,34 @@ def _in_time(deadline: float | None, url: str) -> None:
 class SyncLoop:
     """Pulls every calendar on an interval; started and stopped with the app."""
 
-    def __init__(self, sync: CalendarSync, interval_s: float) -> None:
+    def __init__(self, sync: CalendarSync, interval_s: float, stop_grace_s: float = 10.0) -> None:
         self.sync = sync
         self.interval_s = interval_s
+        self.stop_grace_s = stop_grace_s
         self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._syncing = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="calendar-sync")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop between rounds; a round under way gets `stop_grace_s` to end (its changes are
+        applied in transactions of their own) before it is cancelled."""
+        if self._task is None:
+            return
+        self._stopping = True
+        if self._syncing:
+            await asyncio.wait({self._task}, timeout=self.stop_grace_s)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.interval_s)
+            self._syncing = True
             try:
                 result = await self.sync.sync_all()
                 for error in result.errors:
@@ -222,3 +233,5 @@ class SyncLoop:
                 raise
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("calendar sync round failed")
+            finally:
+                self._syncing = False

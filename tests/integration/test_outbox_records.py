@@ -127,3 +127,108 @@ async def test_many_jobs_in_one_statement_keep_one_pending_job_per_key(database_
         assert sorted(keys) == ["note:0", "note:1", "note:2", "note:3"]
     finally:
         await db.dispose()
+
+
+async def _rows(db: Any) -> dict[str, list[tuple[str, int]]]:
+    """Each key's jobs as (status, attempts), oldest first."""
+    async with db.session(write=False) as s:
+        rows = (await s.execute(select(m.OutboxJob.key, m.OutboxJob.status, m.OutboxJob.attempts,
+                                       m.OutboxJob.next_attempt_at).order_by(m.OutboxJob.created_at))).all()
+    out: dict[str, list[tuple[str, int]]] = {}
+    for key, status, attempts, due in rows:
+        if status == "pending":
+            # Given back means due now, not held for a lease.
+            assert due.replace(tzinfo=None) <= m.utcnow().replace(tzinfo=None), (key, due)
+        out.setdefault(key, []).append((status, attempts))
+    return out
+
+
+async def test_a_stopping_worker_lets_its_job_in_flight_end_and_gives_back_those_it_did_not_start(database_url: str) -> None:
+    """A restart must neither send a mail twice (sent, then cancelled before it was recorded) nor hold
+    claimed jobs for their five-minute lease."""
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 3)
+        started, gate = asyncio.Event(), asyncio.Event()
+        calls: list[int] = []
+
+        async def note(payload: dict[str, Any]) -> None:
+            calls.append(payload["i"])
+            started.set()
+            await gate.wait()
+
+        worker = OutboxWorker(db, {"note": note}, concurrency=1, batch=3)
+        worker.start()
+        await started.wait()
+        stopping = asyncio.create_task(worker.stop(grace_s=30))
+        await asyncio.sleep(0.2)
+        assert not stopping.done(), "stop() must wait for the job in flight"
+        gate.set()
+        await stopping
+        [first] = calls
+        rows = await _rows(db)
+        assert rows.pop(f"note:{first}") == [("done", 1)]
+        # The two claimed with it and never started: pending, due now, their claim not counted.
+        assert rows == {key: [("pending", 0)] for key in rows} and len(rows) == 2
+        # Another worker runs them at once.
+        assert await OutboxWorker(db, {"note": note}).run_once() == 2
+        assert sorted(calls) == [0, 1, 2]
+    finally:
+        await db.dispose()
+
+
+async def test_a_job_given_back_on_stop_whose_key_was_queued_again_meanwhile_is_superseded(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 2)
+        started, gate = asyncio.Event(), asyncio.Event()
+        calls: list[int] = []
+
+        async def note(payload: dict[str, Any]) -> None:
+            calls.append(payload["i"])
+            # While this runs, the other job's subject changes again: a new job for its key waits.
+            other = 1 - payload["i"]
+            async with db.session(write=True) as s:
+                async with s.begin():
+                    await enqueue(s, "note", {"i": other, "again": True}, f"note:{other}")
+            started.set()
+            await gate.wait()
+
+        worker = OutboxWorker(db, {"note": note}, concurrency=1, batch=2)
+        worker.start()
+        await started.wait()
+        stopping = asyncio.create_task(worker.stop(grace_s=30))
+        gate.set()
+        await stopping
+        [first] = calls
+        rows = await _rows(db)
+        assert rows[f"note:{first}"] == [("done", 1)]
+        # At most one job per key waits: the newer one, which will do the work.
+        assert rows[f"note:{1 - first}"] == [("superseded", 1), ("pending", 0)]
+    finally:
+        await db.dispose()
+
+
+async def test_a_job_that_outlasts_the_stops_grace_is_cancelled_and_waits_out_its_lease(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 1)
+        started, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def note(payload: dict[str, Any]) -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        worker = OutboxWorker(db, {"note": note})
+        worker.start()
+        await started.wait()
+        await worker.stop(grace_s=0.2)
+        assert cancelled.is_set()
+        # Its outcome is unknown (the other system may have done it): it runs again after the lease.
+        assert await _rows(db) == {"note:0": [("running", 1)]}
+    finally:
+        await db.dispose()
