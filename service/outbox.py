@@ -205,16 +205,27 @@ _RELEASE_HELD = (
 )
 
 
+RELEASE_TRIES = 3
+
+
 async def release(db: Database, jobs: Sequence[Claimed]) -> None:
     """Give back jobs claimed and not started: pending and due now, as if never claimed."""
     if not jobs:
         return
     held = [(job.id, job.attempts) for job in jobs]
-    async with db.session(write=True) as s:
-        async with s.begin():
-            conn = await s.connection()
-            await conn.execute(_SUPERSEDE_HELD, {"held": held})
-            await conn.execute(_RELEASE_HELD, {"held": held, "now": utcnow()})
+    for attempt in range(RELEASE_TRIES):
+        try:
+            async with db.session(write=True) as s:
+                async with s.begin():
+                    conn = await s.connection()
+                    await conn.execute(_SUPERSEDE_HELD, {"held": held})
+                    await conn.execute(_RELEASE_HELD, {"held": held, "now": utcnow()})
+            return
+        except IntegrityError:
+            # On PostgreSQL a job of the same key queued by a transaction that committed after our
+            # first statement read: the next try sees it, and supersedes ours.
+            if attempt == RELEASE_TRIES - 1:
+                raise
 
 
 async def retry_now(db: Database) -> None:
@@ -461,11 +472,19 @@ class OutboxWorker:
                 log.exception("outbox worker cycle failed")
             self.idle.set()
             if self._stopping:
-                return
+                break
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
+        if self._unrecorded:
+            # Outcomes kept while the database was away (a mail accepted, its record lost): one more
+            # try before stopping, or their jobs run again after their lease.
+            try:
+                await self._record_late()
+            except Exception:  # noqa: BLE001 - still away: the lease brings the jobs back
+                log.warning("outbox worker: stopping with %d outcomes not recorded; their jobs run again "
+                            "after their lease", len(self._unrecorded), exc_info=True)
 
 

@@ -5,13 +5,15 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import outbox
 from service.db import models as m
 from service.db.engine import create_database
-from service.outbox import Done, OutboxWorker, enqueue, enqueue_many
+from service.outbox import Done, OutboxWorker, claim, enqueue, enqueue_many, release
 
 
 async def _jobs(db: Any, count: int) -> None:
@@ -230,5 +232,57 @@ async def test_a_job_that_outlasts_the_stops_grace_is_cancelled_and_waits_out_it
         assert cancelled.is_set()
         # Its outcome is unknown (the other system may have done it): it runs again after the lease.
         assert await _rows(db) == {"note:0": [("running", 1)]}
+    finally:
+        await db.dispose()
+
+
+async def test_a_job_given_back_while_another_transaction_queues_its_key_is_superseded_not_lost(database_url: str) -> None:
+    """On PostgreSQL the new job's transaction may commit after the release read the table: the
+    release tries again instead of failing with every claimed job left on its lease."""
+    db = create_database(database_url)
+    other = create_database(database_url)
+    try:
+        await _jobs(db, 1)
+        [job] = await claim(db, 1)
+        async with other.session(write=True) as s:
+            async with s.begin():
+                await enqueue(s, "note", {"i": 0, "again": True}, "note:0")
+                releasing = asyncio.create_task(release(db, [job]))
+                await asyncio.sleep(0.3)  # the release reads and waits on the new row's key
+        await releasing
+        assert (await _rows(db))["note:0"] == [("superseded", 1), ("pending", 0)]
+    finally:
+        await other.dispose()
+        await db.dispose()
+
+
+async def test_an_outcome_kept_while_the_database_was_away_is_recorded_on_stop(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mail accepted whose record failed (the database blinked) must not be sent again because
+    the service stopped before its next cycle."""
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 1)
+        real = outbox.finish_done
+        blinks = [OperationalError("UPDATE outbox_jobs", {}, ConnectionResetError("connection reset"))]
+
+        async def finish_done(*args: Any, **kw: Any) -> None:
+            if blinks:
+                raise blinks.pop()
+            await real(*args, **kw)
+
+        monkeypatch.setattr(outbox, "finish_done", finish_done)
+        sent: list[int] = []
+
+        async def note(payload: dict[str, Any]) -> None:
+            sent.append(payload["i"])
+
+        worker = OutboxWorker(db, {"note": note}, poll_s=3600)
+        worker.start()
+        while not (sent and worker.idle.is_set()):
+            await asyncio.sleep(0.01)
+        assert not blinks and await _rows(db) == {"note:0": [("running", 1)]}
+        await worker.stop(grace_s=30)
+        assert await _rows(db) == {"note:0": [("done", 1)]} and sent == [0]
     finally:
         await db.dispose()
