@@ -145,6 +145,18 @@ async def _rows(db: Any) -> dict[str, list[tuple[str, int]]]:
     return out
 
 
+async def _stop_while_a_job_runs(worker: OutboxWorker, started: asyncio.Event, gate: asyncio.Event) -> None:
+    """Start `worker`, stop it once a job has `started`, and let that job end (`gate`) while the
+    stop waits for it."""
+    worker.start()
+    await started.wait()
+    stopping = asyncio.create_task(worker.stop(grace_s=30))
+    await asyncio.sleep(0.2)
+    assert not stopping.done(), "stop() must wait for the job in flight"
+    gate.set()
+    await stopping
+
+
 async def test_a_stopping_worker_lets_its_job_in_flight_end_and_gives_back_those_it_did_not_start(database_url: str) -> None:
     """A restart must neither send a mail twice (sent, then cancelled before it was recorded) nor hold
     claimed jobs for their five-minute lease."""
@@ -159,14 +171,7 @@ async def test_a_stopping_worker_lets_its_job_in_flight_end_and_gives_back_those
             started.set()
             await gate.wait()
 
-        worker = OutboxWorker(db, {"note": note}, concurrency=1, batch=3)
-        worker.start()
-        await started.wait()
-        stopping = asyncio.create_task(worker.stop(grace_s=30))
-        await asyncio.sleep(0.2)
-        assert not stopping.done(), "stop() must wait for the job in flight"
-        gate.set()
-        await stopping
+        await _stop_while_a_job_runs(OutboxWorker(db, {"note": note}, concurrency=1, batch=3), started, gate)
         [first] = calls
         rows = await _rows(db)
         assert rows.pop(f"note:{first}") == [("done", 1)]
@@ -196,12 +201,7 @@ async def test_a_job_given_back_on_stop_whose_key_was_queued_again_meanwhile_is_
             started.set()
             await gate.wait()
 
-        worker = OutboxWorker(db, {"note": note}, concurrency=1, batch=2)
-        worker.start()
-        await started.wait()
-        stopping = asyncio.create_task(worker.stop(grace_s=30))
-        gate.set()
-        await stopping
+        await _stop_while_a_job_runs(OutboxWorker(db, {"note": note}, concurrency=1, batch=2), started, gate)
         [first] = calls
         rows = await _rows(db)
         assert rows[f"note:{first}"] == [("done", 1)]
