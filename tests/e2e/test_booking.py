@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
 from service.db import models as m
 from service.keys import SERVICES
+from service.usecases import meetings as meetings_usecase
 from tests.conftest import meeting_body
 
 
@@ -55,6 +58,37 @@ async def test_concurrent_meetings_sharing_one_of_their_rooms_book_it_once(api, 
             clash = body["conflicts"][0]
             assert clash["meeting_id"] == winner["id"]
             assert clash["room_id"] in set(winner["room_ids"]) & set(sent["room_ids"])
+
+
+async def test_a_burst_of_overlapping_bookings_of_one_room_is_decided_without_a_lost_race(
+        api, world, monkeypatch) -> None:
+    """Bookings of one room take turns between their check and their insert. On PostgreSQL two
+    overlapping inserts used to wait for each other inside the exclusion constraint (a deadlock,
+    broken after a second), and a request could lose all its retries: a 500."""
+    lost: list[str] = []
+
+    def spy(exc: Exception) -> bool:
+        lost.append(str(exc).splitlines()[0])
+        return meetings_usecase.lost_race.__wrapped__(exc)  # type: ignore[attr-defined]
+
+    spy.__wrapped__ = meetings_usecase.lost_race  # type: ignore[attr-defined]
+    monkeypatch.setattr(meetings_usecase, "lost_race", spy)
+    asks = [meeting_body(world, "Tillväxten", start=f"2027-11-01T{hour:02d}:{minute:02d}:00",
+                         end=f"2027-11-01T{hour + 1:02d}:{minute:02d}:00", title=f"Bokning {hour}:{minute:02d}")
+            for hour in range(8, 20) for minute in (0, 0, 30)]
+    replies = await asyncio.gather(*(api.post("/api/v1/meetings", body) for body in asks))
+    assert {code for code, _ in replies} <= {201, 409}, [r for r in replies if r[0] not in (201, 409)]
+    assert lost == []
+    def at(text: str) -> datetime:
+        moment = datetime.fromisoformat(text)
+        return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo("Europe/Stockholm"))
+
+    made = sorted((at(body["starts_at"]), at(body["ends_at"])) for code, body in replies if code == 201)
+    assert made and all(end <= start for (_, end), (start, _) in zip(made, made[1:])), made
+    for (code, body), sent in zip(replies, asks):
+        if code == 409:
+            clash = body["conflicts"][0]
+            assert at(clash["starts_at"]) < at(sent["ends_at"]) and at(clash["ends_at"]) > at(sent["starts_at"]), (clash, sent)
 
 
 async def test_back_to_back_bookings_of_one_room_are_fine(api, world) -> None:
