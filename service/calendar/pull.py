@@ -30,7 +30,7 @@ from service.db import models as m
 from service.errors import DomainError, RoomConflict
 from service.timeutil import now
 from service.usecases.base import UnitOfWork
-from service.usecases.meetings import Meetings, lock_meetings, lost_race
+from service.usecases.meetings import Meetings, lock_meetings, lock_rooms, lost_race
 
 log = logging.getLogger("forumbridge.calendar")
 RSVP = {"ACCEPTED": "accepted", "DECLINED": "declined", "TENTATIVE": "tentative", "NEEDS-ACTION": "needs-action"}
@@ -189,8 +189,13 @@ class PullRules:
         say) leaves no trace but its conflict record, its audit entry and the job that writes our
         version back, while the others are applied. Returns the booking outcomes.
         """
-        if self.policy == "apply" and len(moves) > 1 and (made := await self._all_moves(uow, moves)) is not None:
-            return ["made"] * made
+        if self.policy == "apply" and len(moves) > 1:
+            # The moves' rooms locked once, in order, outside the savepoints: tried one by one below,
+            # each would lock its rooms in the server's order and hold them, which can deadlock with a
+            # booking that takes the same rooms in theirs.
+            await lock_rooms(uow.session, [mv.meeting_id for mv in moves])
+            if (made := await self._all_moves(uow, moves)) is not None:
+                return ["made"] * made
         outcomes: list[str] = []
         for move in moves:
             applied, reason, kind = await self._try_move(uow, move)
