@@ -88,9 +88,12 @@ class Claimed:
     attempts: int
 
 
-async def claim(db: Database, limit: int = 20) -> list[Claimed]:
-    """Take due jobs for this worker; on PostgreSQL, rows other workers hold are skipped."""
+async def claim(db: Database, limit: int = 20, token: str | None = None) -> list[Claimed]:
+    """Take due jobs for this worker; on PostgreSQL, rows other workers hold are skipped. The rows
+    carry `token` (new if not given): if the answer to this claim's commit is lost, the caller gives
+    back what it took with `release_claim(token)`."""
     now = utcnow()
+    token = token or uuid.uuid4().hex
     async with db.session(write=True) as s:
         async with s.begin():
             busy_keys = select(OutboxJob.key).where(
@@ -114,6 +117,7 @@ async def claim(db: Database, limit: int = 20) -> list[Claimed]:
                     continue
                 keys.add(job.key)
                 job.status = "running"
+                job.claim = token
                 job.attempts += 1
                 # A lease: if this worker dies, the job is due again after it.
                 job.next_attempt_at = now + LEASE
@@ -187,39 +191,52 @@ async def _finish(db: Database, job: Claimed, error: BaseException | None, super
             row.next_attempt_at = utcnow() + timedelta(seconds=backoff(row.attempts))
 
 
-# Jobs this worker claimed and never started, given back when it stops: due now, the attempt their
-# claim counted taken back. One whose key got a newer pending job meanwhile is superseded by it
-# (at most one job per key waits).
-_SUPERSEDE_HELD = (
-    update(_JOBS)
-    .where(_JOBS.c.status == "running",
-           tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)),
-           _JOBS.c.key.in_(select(_JOBS.c.key).where(_JOBS.c.status == "pending").scalar_subquery()))
-    .values(status="superseded")
-)
-_RELEASE_HELD = (
-    update(_JOBS)
-    .where(_JOBS.c.status == "running",
-           tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)))
-    .values(status="pending", attempts=_JOBS.c.attempts - 1, next_attempt_at=bindparam("now"))
-)
+def _giving_back(which: Any) -> tuple[Any, Any]:
+    """The two statements that give back the running jobs `which` selects: due now, the attempt
+    their claim counted taken back; one whose key got a newer pending job meanwhile is superseded
+    by it instead (at most one job per key waits)."""
+    supersede = (
+        update(_JOBS)
+        .where(_JOBS.c.status == "running", which,
+               _JOBS.c.key.in_(select(_JOBS.c.key).where(_JOBS.c.status == "pending").scalar_subquery()))
+        .values(status="superseded")
+    )
+    back = (
+        update(_JOBS)
+        .where(_JOBS.c.status == "running", which)
+        .values(status="pending", attempts=_JOBS.c.attempts - 1, next_attempt_at=bindparam("now"), claim=None)
+    )
+    return supersede, back
 
+
+# Jobs this worker claimed and never started (it stops), by (id, attempt); and all that one claim
+# took, by its token (the answer to its commit was lost).
+_HELD = _giving_back(tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)))
+_CLAIMED = _giving_back(_JOBS.c.claim == bindparam("token"))
 
 RELEASE_TRIES = 3
 
 
 async def release(db: Database, jobs: Sequence[Claimed]) -> None:
     """Give back jobs claimed and not started: pending and due now, as if never claimed."""
-    if not jobs:
-        return
-    held = [(job.id, job.attempts) for job in jobs]
+    if jobs:
+        await _give_back(db, _HELD, {"held": [(job.id, job.attempts) for job in jobs]})
+
+
+async def release_claim(db: Database, token: str) -> None:
+    """Give back whatever the claim `token` took, if its commit happened after all."""
+    await _give_back(db, _CLAIMED, {"token": token})
+
+
+async def _give_back(db: Database, statements: tuple[Any, Any], params: dict[str, Any]) -> None:
+    supersede, back = statements
     for attempt in range(RELEASE_TRIES):
         try:
             async with db.session(write=True) as s:
                 async with s.begin():
                     conn = await s.connection()
-                    await conn.execute(_SUPERSEDE_HELD, {"held": held})
-                    await conn.execute(_RELEASE_HELD, {"held": held, "now": utcnow()})
+                    await conn.execute(supersede, params)
+                    await conn.execute(back, {**params, "now": utcnow()})
             return
         except IntegrityError:
             # On PostgreSQL a job of the same key queued by a transaction that committed after our
@@ -273,6 +290,9 @@ class OutboxWorker:
         # Outcomes of jobs this worker holds that could not be recorded (the database was lost),
         # by job id: recorded first thing next time, so the jobs need not wait out their lease.
         self._unrecorded: dict[Any, tuple[Claimed, BaseException | None, Done | None]] = {}
+        # Claims whose commit may have happened although the worker got an error instead of its
+        # jobs: given back first thing next time, so the jobs need not wait out their lease.
+        self._lost_claims: set[str] = set()
 
     def start(self) -> None:
         self._stopping = False
@@ -333,11 +353,13 @@ class OutboxWorker:
             elif failure is None and (more or self.wake.calls != claimed_at) and not queue \
                     and len(running) < self.concurrency:
                 claimed_at = self.wake.calls
+                token = uuid.uuid4().hex
                 try:
-                    taken = await claim(self.db, self.batch)
+                    taken = await claim(self.db, self.batch, token)
                 except Exception as exc:  # noqa: BLE001 - the database may be down: see below
                     failure = exc
                     taken = []
+                    self._lost_claims.add(token)
                 queue.extend(taken)
                 more = len(taken) >= self.batch
             start_claimed()
@@ -448,7 +470,11 @@ class OutboxWorker:
         return False, None
 
     async def _record_late(self) -> None:
-        """Record the outcomes kept while the database was away; raises if it still is."""
+        """Give back the claims whose answer was lost and record the outcomes kept while the
+        database was away; raises if it still is."""
+        for token in list(self._lost_claims):
+            await release_claim(self.db, token)
+            self._lost_claims.discard(token)
         for job_id, (job, error, record) in list(self._unrecorded.items()):
             if error is None:
                 try:
@@ -478,9 +504,9 @@ class OutboxWorker:
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
-        if self._unrecorded:
-            # Outcomes kept while the database was away (a mail accepted, its record lost): one more
-            # try before stopping, or their jobs run again after their lease.
+        if self._unrecorded or self._lost_claims:
+            # Claims and outcomes kept while the database was away (a mail accepted, its record
+            # lost): one more try before stopping, or their jobs run again after their lease.
             try:
                 await self._record_late()
             except Exception:  # noqa: BLE001 - still away: the lease brings the jobs back

@@ -289,6 +289,9 @@ class OutboxJob(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The claim that made it running: a worker that lost the answer to its claim's commit (the
+    # connection went) gives back what that claim took, instead of leaving it for the lease.
+    claim: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         Index("ix_outbox_jobs_due", "status", "next_attempt_at"),

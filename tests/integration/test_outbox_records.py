@@ -286,3 +286,37 @@ async def test_an_outcome_kept_while_the_database_was_away_is_recorded_on_stop(
         assert await _rows(db) == {"note:0": [("done", 1)]} and sent == [0]
     finally:
         await db.dispose()
+
+
+async def test_jobs_of_a_claim_whose_commit_was_answered_with_an_error_are_given_back_at_once(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection goes while the claim commits: the rows are running, the worker got an error
+    instead of its jobs. They must not wait out their five-minute lease."""
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 3)
+        real = outbox.claim
+        cuts = [OperationalError("COMMIT", {}, ConnectionResetError("connection reset"))]
+
+        async def claim(*args: Any, **kw: Any) -> list[Any]:
+            taken = await real(*args, **kw)
+            if cuts:
+                raise cuts.pop()
+            return taken
+
+        monkeypatch.setattr(outbox, "claim", claim)
+        sent: list[int] = []
+
+        async def note(payload: dict[str, Any]) -> None:
+            sent.append(payload["i"])
+
+        worker = OutboxWorker(db, {"note": note})
+        with pytest.raises(OperationalError):
+            await worker.run_once()
+        assert sent == [] and await _rows(db) == {f"note:{i}": [("running", 1)] for i in range(3)}
+        # The next cycle gives the claim back and runs its jobs, each once.
+        assert await worker.run_once() == 3
+        assert sorted(sent) == [0, 1, 2]
+        assert await _rows(db) == {f"note:{i}": [("done", 1)] for i in range(3)}
+    finally:
+        await db.dispose()
