@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
-from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy import Select, bindparam, delete, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,22 +84,32 @@ async def lock_meetings(s: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.
     each raises the SEQUENCE. Rows that merely point at a meeting can still be added meanwhile."""
     stmt = (select(m.Meeting).where(m.Meeting.id.in_(ids)).order_by(m.Meeting.id)
             .execution_options(populate_existing=True))
-    if s.bind is not None and s.bind.dialect.name == "postgresql":
+    if _on_postgresql(s):
         stmt = stmt.with_for_update(of=m.Meeting, key_share=True)
     return {meeting.id: meeting for meeting in await s.scalars(stmt)}
 
 
+def _on_postgresql(s: AsyncSession) -> bool:
+    return s.bind is not None and s.bind.dialect.name == "postgresql"
+
+
+def _rooms_locked(stmt: Select) -> Select:
+    """`stmt` over rooms, their rows locked until the transaction ends (FOR NO KEY UPDATE; foreign
+    key checks still pass), always in the order of their ids, whoever locks them: bookings of one
+    room take turns between check and insert, and two writers never take two rooms in turn."""
+    return stmt.order_by(m.Room.id).with_for_update(key_share=True)
+
+
 async def lock_rooms(s: AsyncSession, meeting_ids: Sequence[uuid.UUID]) -> None:
-    """On PostgreSQL, lock the rooms of these meetings until the transaction ends, all at once and in
-    the order of their ids (as `Meetings._rooms` does for one write): for a write that then books
-    them in several steps, each in a savepoint, which would otherwise take them in its own order."""
-    if s.bind is None or s.bind.dialect.name != "postgresql" or not meeting_ids:
+    """On PostgreSQL, lock the rooms of these meetings (`_rooms_locked`) all at once: for a write
+    that then books them in several steps, each in a savepoint, which would otherwise take them in
+    its own order."""
+    if not _on_postgresql(s) or not meeting_ids:
         return
     ids = sorted({uuid.UUID(r) for mid in meeting_ids
                   if (meeting := await s.get(m.Meeting, mid)) is not None for r in meeting.room_ids})
     if ids:
-        await s.execute(select(m.Room.id).where(m.Room.id.in_(ids)).order_by(m.Room.id)
-                        .with_for_update(key_share=True))
+        await s.execute(_rooms_locked(select(m.Room.id).where(m.Room.id.in_(ids))))
 
 
 def _touched(meeting: m.Meeting) -> None:
@@ -506,16 +516,16 @@ class Meetings:
         raise NotFound(f"no session {session_id} in meeting {meeting.id}")
 
     async def _rooms(self, uow: UnitOfWork, ids: list[uuid.UUID]) -> list[m.Room]:
-        """The rooms a write books. On PostgreSQL their rows stay locked until it ends (FOR NO KEY
-        UPDATE, in the order of their ids, after any meeting locks): bookings of one room take turns
-        between check and insert. Without that, two overlapping inserts each waited for the other
-        inside the exclusion constraint, a deadlock PostgreSQL breaks only after deadlock_timeout
-        (1 s), and under a burst of bookings of one room a request could lose every retry."""
+        """The rooms a write books. On PostgreSQL their rows stay locked until it ends
+        (`_rooms_locked`, after any meeting locks). Without that, two overlapping inserts each
+        waited for the other inside the exclusion constraint, a deadlock PostgreSQL breaks only
+        after deadlock_timeout (1 s), and under a burst of bookings of one room a request could
+        lose every retry."""
         if not ids:
             return []
         stmt = select(m.Room).where(m.Room.id.in_(ids))
-        if uow.session.bind is not None and uow.session.bind.dialect.name == "postgresql":
-            stmt = stmt.order_by(m.Room.id).with_for_update(key_share=True)
+        if _on_postgresql(uow.session):
+            stmt = _rooms_locked(stmt)
         found = {r.id: r for r in await uow.session.scalars(stmt)}
         for i, ident in enumerate(ids):
             if ident not in found:
