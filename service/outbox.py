@@ -8,6 +8,7 @@ workers at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -142,10 +143,10 @@ async def finish(db: Database, job: Claimed, error: BaseException | None) -> Non
 # Jobs this worker still holds (running, the attempt it claimed) marked done: one statement,
 # built once; the (id, attempt) pairs go in as an expanding IN of row values.
 _JOBS = OutboxJob.__table__
+_HELD_BY_US = tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True))
 _MARK_DONE = (
     update(_JOBS)
-    .where(_JOBS.c.status == "running",
-           tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)))
+    .where(_JOBS.c.status == "running", _HELD_BY_US)
     .values(status="done", done_at=bindparam("done_at"), last_error=None)
     .returning(_JOBS.c.id)
 )
@@ -211,7 +212,7 @@ def _giving_back(which: Any) -> tuple[Any, Any]:
 
 # Jobs this worker claimed and never started (it stops), by (id, attempt); and all that one claim
 # took, by its token (the answer to its commit was lost).
-_HELD = _giving_back(tuple_(_JOBS.c.id, _JOBS.c.attempts).in_(bindparam("held", expanding=True)))
+_HELD = _giving_back(_HELD_BY_US)
 _CLAIMED = _giving_back(_JOBS.c.claim == bindparam("token"))
 
 RELEASE_TRIES = 3
@@ -257,6 +258,18 @@ async def retry_now(db: Database) -> None:
 
 # A handler converges the other system; it may return Done to have something recorded with the job.
 Handler = Callable[[dict[str, Any]], Awaitable["Done | None"]]
+
+
+async def wind_down(task: asyncio.Task, grace_s: float) -> bool:
+    """Let `task` end by itself for at most `grace_s`, then cancel it; returns once it has ended,
+    True when it had to be cancelled. For the background loops, which stop between steps."""
+    await asyncio.wait({task}, timeout=grace_s)
+    cancelled = not task.done()
+    if cancelled:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return cancelled
 
 
 class _Wake(asyncio.Event):
@@ -305,14 +318,9 @@ class OutboxWorker:
             return
         self._stopping = True
         self.wake.set()
-        await asyncio.wait({self._task}, timeout=STOP_GRACE_S if grace_s is None else grace_s)
-        if not self._task.done():
-            log.warning("outbox worker: jobs still running after the stop's grace; cancelled, they run again after their lease")
-            self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        if await wind_down(self._task, STOP_GRACE_S if grace_s is None else grace_s):
+            log.warning("outbox worker: jobs still running after the stop's grace were cancelled; "
+                        "they run again after their lease")
 
     async def run_once(self, budget_s: float | None = None) -> int:
         """Run every job that is due now, up to `concurrency` at a time; returns how many ran.
@@ -510,7 +518,8 @@ class OutboxWorker:
             try:
                 await self._record_late()
             except Exception:  # noqa: BLE001 - still away: the lease brings the jobs back
-                log.warning("outbox worker: stopping with %d outcomes not recorded; their jobs run again "
-                            "after their lease", len(self._unrecorded), exc_info=True)
+                log.warning("outbox worker: stopping with %d outcomes not recorded and %d claims not given "
+                            "back; their jobs run again after their lease", len(self._unrecorded),
+                            len(self._lost_claims), exc_info=True)
 
 

@@ -20,6 +20,7 @@ from service.calendar.plan import PUSH, push_key
 from service.calendar.pull import PullRules, Seen
 from service.db import models as m
 from service.db.engine import Database
+from service.outbox import STOP_GRACE_S, wind_down
 from service.timeutil import now
 from service.usecases.base import Actor, UnitOfWork
 
@@ -197,7 +198,7 @@ def _in_time(deadline: float | None, url: str) -> None:
 class SyncLoop:
     """Pulls every calendar on an interval; started and stopped with the app."""
 
-    def __init__(self, sync: CalendarSync, interval_s: float, stop_grace_s: float = 10.0) -> None:
+    def __init__(self, sync: CalendarSync, interval_s: float, stop_grace_s: float = STOP_GRACE_S) -> None:
         self.sync = sync
         self.interval_s = interval_s
         self.stop_grace_s = stop_grace_s
@@ -215,11 +216,7 @@ class SyncLoop:
         if self._task is None:
             return
         self._stopping = True
-        if self._syncing:
-            await asyncio.wait({self._task}, timeout=self.stop_grace_s)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await wind_down(self._task, self.stop_grace_s if self._syncing else 0)
 
     async def _run(self) -> None:
         while not self._stopping:
