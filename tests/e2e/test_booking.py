@@ -66,12 +66,12 @@ async def test_a_burst_of_overlapping_bookings_of_one_room_is_decided_without_a_
     overlapping inserts used to wait for each other inside the exclusion constraint (a deadlock,
     broken after a second), and a request could lose all its retries: a 500."""
     lost: list[str] = []
+    real = meetings_usecase.lost_race
 
     def spy(exc: Exception) -> bool:
         lost.append(str(exc).splitlines()[0])
-        return meetings_usecase.lost_race.__wrapped__(exc)  # type: ignore[attr-defined]
+        return real(exc)
 
-    spy.__wrapped__ = meetings_usecase.lost_race  # type: ignore[attr-defined]
     monkeypatch.setattr(meetings_usecase, "lost_race", spy)
     asks = [meeting_body(world, "Tillväxten", start=f"2027-11-01T{hour:02d}:{minute:02d}:00",
                          end=f"2027-11-01T{hour + 1:02d}:{minute:02d}:00", title=f"Bokning {hour}:{minute:02d}")
