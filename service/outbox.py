@@ -87,6 +87,8 @@ class Claimed:
     payload: dict[str, Any]
     key: str | None
     attempts: int
+    # What the handler's `prepare` read for this job with the others of its claim (see Handler).
+    prepared: Any = None
 
 
 async def claim(db: Database, limit: int = 20, token: str | None = None) -> list[Claimed]:
@@ -257,7 +259,11 @@ async def retry_now(db: Database) -> None:
 
 
 # A handler converges the other system; it may return Done to have something recorded with the job.
-Handler = Callable[[dict[str, Any]], Awaitable["Done | None"]]
+# A handler may also have `prepare(payloads) -> list`: the worker calls it once per claim with the
+# payloads of that claim's jobs of its kind, and calls the handler with each job's item as a second
+# argument (None where prepare gave none), so that what every job reads is read once per claim. If
+# prepare fails, the jobs run without (and meet the failure themselves).
+Handler = Callable[..., Awaitable["Done | None"]]
 
 
 async def wind_down(task: asyncio.Task, grace_s: float) -> bool:
@@ -368,6 +374,7 @@ class OutboxWorker:
                     failure = exc
                     taken = []
                     self._lost_claims.add(token)
+                await self._prepare(taken)
                 queue.extend(taken)
                 more = len(taken) >= self.batch
             start_claimed()
@@ -449,6 +456,24 @@ class OutboxWorker:
             self._unrecorded[job.id] = (job, exc, None)
             raise
 
+    async def _prepare(self, jobs: list[Claimed]) -> None:
+        """Let each handler that can read what its jobs of this claim need, together."""
+        by_kind: dict[str, list[Claimed]] = {}
+        for job in jobs:
+            by_kind.setdefault(job.kind, []).append(job)
+        for kind, group in by_kind.items():
+            prepare = getattr(self.handlers.get(kind), "prepare", None)
+            if prepare is None:
+                continue
+            try:
+                prepared = await prepare([job.payload for job in group])
+            except Exception:  # noqa: BLE001 - each job reads for itself, and fails as it would have
+                log.debug("outbox: preparing %d %s jobs failed; they read for themselves", len(group), kind,
+                          exc_info=True)
+                continue
+            for job, item in zip(group, prepared):
+                job.prepared = item
+
     async def _run_job(self, job: Claimed) -> tuple[bool, Done | None]:
         """Run one job; (True, what to record) when it succeeded (the caller records that), else
         its failure is recorded here."""
@@ -459,7 +484,7 @@ class OutboxWorker:
             error = GiveUp(f"no handler for job kind {job.kind!r}")
         else:
             try:
-                result = await handler(job.payload)
+                result = await (handler(job.payload) if job.prepared is None else handler(job.payload, job.prepared))
             except (RetryLater, GiveUp) as exc:
                 error = exc
             except asyncio.CancelledError:

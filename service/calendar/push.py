@@ -4,11 +4,12 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
 
 from connectors.calendar import (
     CalendarAuthError,
@@ -21,7 +22,7 @@ from connectors.calendar import (
 )
 from service.calendar.ical import parse_event, render_shared
 from service.calendar.pull import PullRules, Seen
-from service.calendar.snapshot import belongs, build_event
+from service.calendar.snapshot import EventRows, shows
 from service.db import models as m
 from service.db.engine import Database, upsert_insert
 from service.outbox import Done, GiveUp, RetryLater
@@ -48,19 +49,32 @@ def _upsert_object(dialect: str) -> Any:
     )
 
 
-# A job's reads, built once (a push runs them for every object it writes):
-# the meeting with its sessions and conference in one query (not three, as `get` would);
-_MEETING = (select(m.Meeting).where(m.Meeting.id == bindparam("id"))
-            .options(joinedload(m.Meeting.sessions), joinedload(m.Meeting.conference)))
-# the calendar, our object's href and ETag in it (None: no object recorded) and the calendar of the
-# meeting's forum (none without a meeting), as plain columns.
+# A claim's reads, built once (a push runs them for every claim of jobs): the meetings (their
+# sessions and conference come with them, `lazy` in the model);
+_MEETINGS = select(m.Meeting).where(m.Meeting.id.in_(bindparam("ids", expanding=True)))
+# the calendars with our objects in them (href and ETag; none recorded: a row with NULLs), as plain
+# columns;
 _FOUND = (
-    select(m.Calendar.id, m.CalendarObject.id.is_not(None), m.CalendarObject.href, m.CalendarObject.etag,
-           select(m.Forum.calendar_url).where(m.Forum.id == bindparam("forum_id")).scalar_subquery())
-    .where(m.Calendar.url == bindparam("url"))
+    select(m.Calendar.url, m.Calendar.id, m.CalendarObject.uid, m.CalendarObject.href, m.CalendarObject.etag)
+    .where(m.Calendar.url.in_(bindparam("urls", expanding=True)))
     .outerjoin(m.CalendarObject, and_(m.CalendarObject.calendar_id == m.Calendar.id,
-                                      m.CalendarObject.uid == bindparam("uid")))
+                                      m.CalendarObject.uid.in_(bindparam("uids", expanding=True))))
 )
+# and the calendars of the meetings' forums.
+_FORUM_URLS = select(m.Forum.id, m.Forum.calendar_url).where(m.Forum.id.in_(bindparam("ids", expanding=True)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one attempt of a push job acts on, as the database has it: the calendar (None: no longer
+    registered, nothing to do), the object's UID, our record of it (href, ETag; None: none), the
+    object's text (None: it should not be in that calendar) and the SEQUENCE that text carries."""
+
+    calendar_id: uuid.UUID | None
+    uid: str
+    known: tuple[str, str | None] | None
+    data: bytes | None
+    sequence: int
 
 
 class CalendarPusher:
@@ -72,15 +86,68 @@ class CalendarPusher:
         self.settings = settings
         self.rules = rules
 
-    async def __call__(self, payload: dict[str, Any]) -> Done | None:
+    async def prepare(self, payloads: Sequence[dict[str, Any]]) -> list[Plan | None]:
+        """The plans of a claim's jobs, read together (the outbox calls this once per claim): a
+        constant number of statements, where reading job by job cost four each. A job claimed is
+        "running", so a change committed after the claim queues a job of its own that runs after
+        this one: a plan read now is as good as one read when the job starts. None for a payload
+        that names no meeting (the job fails on it as it would have)."""
+        targets: list[tuple[uuid.UUID, str] | None] = []
+        for payload in payloads:
+            try:
+                targets.append((uuid.UUID(payload["meeting_id"]), str(payload["calendar_url"])))
+            except (KeyError, TypeError, ValueError):
+                targets.append(None)
+        plans = await self.plans([t for t in targets if t is not None])
+        return [plans[t] if t is not None else None for t in targets]
+
+    async def plans(self, targets: Sequence[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, str], Plan]:
+        """The plan of each (meeting, calendar URL): five statements for any number of them."""
+        if not targets:
+            return {}
+        ids = list({meeting_id for meeting_id, _ in targets})
+        async with self.db.session(write=False) as s:
+            meetings = {mt.id: mt for mt in (await s.scalars(_MEETINGS, {"ids": ids})).unique()}
+            uids = {mid: meetings[mid].uid if mid in meetings else f"{mid}@forumbridge" for mid in ids}
+            calendars: dict[str, uuid.UUID] = {}
+            recorded: dict[tuple[uuid.UUID, str], tuple[str, str | None]] = {}
+            for url, calendar_id, uid, href, etag in await s.execute(_FOUND, {
+                    "urls": list({url for _, url in targets}), "uids": list(set(uids.values()))}):
+                calendars[url] = calendar_id
+                if uid is not None:
+                    recorded[(calendar_id, uid)] = (href, etag)
+            forum_ids = list({mt.forum_id for mt in meetings.values()})
+            forum_urls = dict((await s.execute(_FORUM_URLS, {"ids": forum_ids})).all()) if forum_ids else {}
+            rows = await EventRows.read(s, meetings.values())
+            rendered: dict[uuid.UUID, bytes] = {}
+            plans = {}
+            for meeting_id, url in targets:
+                meeting, uid, calendar_id = meetings.get(meeting_id), uids[meeting_id], calendars.get(url)
+                data = None
+                if meeting is not None and calendar_id is not None and shows(
+                        meeting, url, forum_urls.get(meeting.forum_id), rows.room_calendars(meeting)):
+                    # The same text in every calendar: rendered once per meeting.
+                    if meeting_id not in rendered:
+                        rendered[meeting_id] = render_shared(rows.event(meeting, self.settings))
+                    data = rendered[meeting_id]
+                plans[(meeting_id, url)] = Plan(calendar_id, uid, recorded.get((calendar_id, uid)), data,
+                                                meeting.sequence if meeting else 0)
+        return plans
+
+    async def __call__(self, payload: dict[str, Any], prepared: Plan | None = None) -> Done | None:
         """Converge one object; what the server answered (href, ETag) is recorded by the outbox in
         the transaction that marks the job done. A crash between the server's answer and that
         commit leaves the job to run again: its create then finds the object (412) and adopts it,
-        its update finds a changed ETag and reconciles, its delete finds nothing (404)."""
+        its update finds a changed ETag and reconciles, its delete finds nothing (404).
+
+        `prepared`: the plan `prepare` read for this job with the others of its claim; its first
+        attempt acts on it, any further one reads afresh."""
         meeting_id, url = uuid.UUID(payload["meeting_id"]), payload["calendar_url"]
         try:
             for _ in range(ATTEMPTS):
-                converged, record = await self._converge(meeting_id, url)
+                plan = prepared or (await self.plans([(meeting_id, url)]))[(meeting_id, url)]
+                prepared = None
+                converged, record = await self._converge(meeting_id, url, plan)
                 if converged:
                     return record
             raise RetryLater("the object kept changing under us; trying again later")
@@ -92,22 +159,12 @@ class CalendarPusher:
         except CalendarRejected as exc:
             raise GiveUp(f"calendar server refused the request: {exc}") from exc
 
-    async def _converge(self, meeting_id: uuid.UUID, url: str) -> tuple[bool, Done | None]:
+    async def _converge(self, meeting_id: uuid.UUID, url: str, plan: Plan) -> tuple[bool, Done | None]:
         """One attempt: (True, what to record) when done, (False, None) when a precondition failed and
         the state was reconciled (try again)."""
-        async with self.db.session(write=False) as s:
-            meeting = (await s.execute(_MEETING, {"id": meeting_id})).unique().scalar_one_or_none()
-            uid = meeting.uid if meeting else f"{meeting_id}@forumbridge"
-            found = (await s.execute(_FOUND, {"url": url, "uid": uid,
-                                              "forum_id": meeting.forum_id if meeting else None})).first()
-            if found is None:
-                return True, None
-            calendar_id, recorded, recorded_href, recorded_etag, in_forum = found
-            # A forum's calendar holds all its meetings; for any other, ask the rules.
-            wanted = meeting is not None and (in_forum == url or await belongs(s, meeting, url))
-            data = render_shared(await build_event(s, meeting, self.settings)) if wanted and meeting else None
-            known = (recorded_href, recorded_etag) if recorded else None
-            sequence = meeting.sequence if meeting else 0
+        calendar_id, uid, known, data, sequence = plan.calendar_id, plan.uid, plan.known, plan.data, plan.sequence
+        if calendar_id is None:
+            return True, None
         if data is None:
             # Also without a record: a create whose answer was lost (server killed after storing
             # it) left an object we never recorded. Its name follows from the UID; 404 is done.

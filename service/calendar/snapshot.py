@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,64 +15,98 @@ from service.settings import Settings
 PARTSTAT = {"accepted": "ACCEPTED", "declined": "DECLINED", "tentative": "TENTATIVE", "needs-action": "NEEDS-ACTION"}
 
 
-# The reads of `build_event`, built once (a push runs them for every object it writes), as plain
-# columns: the meeting's rooms with their sites, and its invited people.
-_ROOMS = (select(m.Room.id, m.Room.name.label("room"), m.Room.video_endpoint, m.Site.name.label("site"), m.Site.city)
+# The reads of `build_events`, built once (a push runs them for every claim of jobs), as plain
+# columns: the meetings' rooms with their sites (and calendars, for `shows`), and their invited people.
+_ROOMS = (select(m.Room.id, m.Room.name.label("room"), m.Room.video_endpoint, m.Room.calendar_url,
+                 m.Site.name.label("site"), m.Site.city)
           .join(m.Site, m.Site.id == m.Room.site_id).where(m.Room.id.in_(bindparam("ids", expanding=True))))
-_PEOPLE = (select(m.Person.name, m.Person.email, m.Invitation.rsvp, m.Invitation.mode)
+_PEOPLE = (select(m.Invitation.meeting_id, m.Person.name, m.Person.email, m.Invitation.rsvp, m.Invitation.mode)
            .join(m.Person, m.Person.id == m.Invitation.person_id)
-           .where(m.Invitation.meeting_id == bindparam("meeting_id")).order_by(m.Person.name))
+           .where(m.Invitation.meeting_id.in_(bindparam("meeting_ids", expanding=True)))
+           .order_by(m.Person.name, m.Person.id))
+
+
+class EventRows:
+    """What the events of some meetings need besides the meetings: their rooms and invited people,
+    read in two statements however many meetings there are."""
+
+    def __init__(self, rooms: dict[uuid.UUID, Any], people: dict[uuid.UUID, list[Any]]) -> None:
+        self.rooms = rooms
+        self.people = people
+
+    @classmethod
+    async def read(cls, session: AsyncSession, meetings: Iterable[m.Meeting]) -> EventRows:
+        meetings = list(meetings)
+        room_ids = list({uuid.UUID(r) for mt in meetings for r in mt.room_ids})
+        rooms = {row.id: row for row in await session.execute(_ROOMS, {"ids": room_ids})} if room_ids else {}
+        people: dict[uuid.UUID, list[Any]] = {}
+        if meetings:
+            for row in await session.execute(_PEOPLE, {"meeting_ids": [mt.id for mt in meetings]}):
+                people.setdefault(row.meeting_id, []).append(row)
+        return cls(rooms, people)
+
+    def room_calendars(self, meeting: m.Meeting) -> set[str]:
+        """The calendar URLs of the rooms `meeting` books."""
+        rooms = (self.rooms.get(uuid.UUID(r)) for r in meeting.room_ids)
+        return {room.calendar_url for room in rooms if room is not None and room.calendar_url}
+
+    def event(self, meeting: m.Meeting, settings: Settings) -> Event:
+        """Everything a calendar copy of `meeting` says; no personal links."""
+        room_ids = [uuid.UUID(r) for r in meeting.room_ids]
+        rooms = self.rooms
+        conf = meeting.conference
+        host = rooms.get(room_ids[0]) if room_ids else None
+        return Event(
+            uid=meeting.uid,
+            sequence=meeting.sequence,
+            status="CANCELLED" if meeting.status == "cancelled" else "CONFIRMED",
+            title=meeting.title,
+            description=meeting.description,
+            starts_at=meeting.starts_at,
+            ends_at=meeting.ends_at,
+            timezone=meeting.timezone,
+            organizer_name=settings.organizer.name,
+            organizer_email=settings.organizer.email,
+            dtstamp=meeting.updated_at,
+            created=meeting.created_at,
+            last_modified=meeting.updated_at,
+            rooms=tuple(EventRoom(name=rooms[r].room, site=rooms[r].site, city=rooms[r].city)
+                        for r in room_ids if r in rooms),
+            sessions=tuple(
+                EventSession(title=s.title, starts_at=s.starts_at, ends_at=s.ends_at, topic=s.topic)
+                for s in sorted(meeting.sessions, key=lambda s: (s.starts_at, s.id))
+            ),
+            attendees=tuple(
+                EventAttendee(name=p.name, email=p.email, partstat=PARTSTAT.get(p.rsvp, "NEEDS-ACTION"),
+                              role="REQ-PARTICIPANT", remote=p.mode == "remote")
+                for p in self.people.get(meeting.id, ())
+            ),
+            url=conf.host_url if conf is not None and conf.status == "active" else None,
+            conference_url=conf.host_url if conf is not None and conf.status == "active" else None,
+            sip_uri=(conf.sip_uri if conf is not None and conf.sip_uri else None) or (host.video_endpoint if host else None),
+        )
+
+
+async def build_events(session: AsyncSession, meetings: Sequence[m.Meeting], settings: Settings) -> list[Event]:
+    """The events of `meetings`, in their order; no personal links."""
+    rows = await EventRows.read(session, meetings)
+    return [rows.event(meeting, settings) for meeting in meetings]
 
 
 async def build_event(session: AsyncSession, meeting: m.Meeting, settings: Settings) -> Event:
     """Everything a calendar copy of `meeting` says; no personal links."""
-    room_ids = [uuid.UUID(r) for r in meeting.room_ids]
-    rooms = {row.id: row for row in await session.execute(_ROOMS, {"ids": room_ids})} if room_ids else {}
-    people = (await session.execute(_PEOPLE, {"meeting_id": meeting.id})).all()
-    conf = meeting.conference
-    host = rooms.get(room_ids[0]) if room_ids else None
-    return Event(
-        uid=meeting.uid,
-        sequence=meeting.sequence,
-        status="CANCELLED" if meeting.status == "cancelled" else "CONFIRMED",
-        title=meeting.title,
-        description=meeting.description,
-        starts_at=meeting.starts_at,
-        ends_at=meeting.ends_at,
-        timezone=meeting.timezone,
-        organizer_name=settings.organizer.name,
-        organizer_email=settings.organizer.email,
-        dtstamp=meeting.updated_at,
-        created=meeting.created_at,
-        last_modified=meeting.updated_at,
-        rooms=tuple(EventRoom(name=rooms[r].room, site=rooms[r].site, city=rooms[r].city) for r in room_ids if r in rooms),
-        sessions=tuple(
-            EventSession(title=s.title, starts_at=s.starts_at, ends_at=s.ends_at, topic=s.topic)
-            for s in sorted(meeting.sessions, key=lambda s: (s.starts_at, s.id))
-        ),
-        attendees=tuple(
-            EventAttendee(name=name, email=email, partstat=PARTSTAT.get(rsvp, "NEEDS-ACTION"),
-                          role="REQ-PARTICIPANT", remote=mode == "remote")
-            for name, email, rsvp, mode in people
-        ),
-        url=conf.host_url if conf is not None and conf.status == "active" else None,
-        conference_url=conf.host_url if conf is not None and conf.status == "active" else None,
-        sip_uri=(conf.sip_uri if conf is not None and conf.sip_uri else None) or (host.video_endpoint if host else None),
-    )
+    return (await build_events(session, [meeting], settings))[0]
 
 
-async def belongs(session: AsyncSession, meeting: m.Meeting | None, calendar_url: str) -> bool:
-    """Whether the calendar at `calendar_url` should hold a copy of `meeting` now.
+def shows(meeting: m.Meeting | None, calendar_url: str, forum_url: str | None, room_urls: Iterable[str]) -> bool:
+    """Whether the calendar at `calendar_url` should hold a copy of `meeting` now, given the calendar
+    of the meeting's forum and those of the rooms it books.
 
     A forum calendar keeps a cancelled meeting (STATUS:CANCELLED); a room calendar
     holds only planned meetings booked in that room.
     """
     if meeting is None:
         return False
-    forum_url = await session.scalar(select(m.Forum.calendar_url).where(m.Forum.id == meeting.forum_id))
     if forum_url == calendar_url:
         return True
-    if meeting.status != "planned" or not meeting.room_ids:
-        return False
-    ids = [uuid.UUID(r) for r in meeting.room_ids]
-    return bool(await session.scalar(select(m.Room.id).where(m.Room.id.in_(ids), m.Room.calendar_url == calendar_url)))
+    return meeting.status == "planned" and bool(meeting.room_ids) and calendar_url in room_urls

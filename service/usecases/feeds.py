@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from service.calendar.ical import render_feed
-from service.calendar.snapshot import build_event
+from service.calendar.snapshot import build_events
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import NotFound
@@ -39,7 +39,7 @@ class Feeds:
                 raise NotFound("no such feed")
             meetings = await s.scalars(select(m.Meeting).where(
                 m.Meeting.forum_id == forum.id, m.Meeting.ends_at > now() - HISTORY).order_by(m.Meeting.starts_at))
-            events = [await build_event(s, mt, self.settings) for mt in meetings]
+            events = await build_events(s, list(meetings), self.settings)
             return _feed(render_feed(events, forum.name))
 
     async def room(self, token: str) -> Feed:
@@ -51,7 +51,7 @@ class Feeds:
                 m.RoomBooking.room_id == room.id, m.RoomBooking.active.is_(True), m.RoomBooking.meeting_id.is_not(None))
             meetings = await s.scalars(select(m.Meeting).where(
                 m.Meeting.id.in_(booked), m.Meeting.ends_at > now() - HISTORY).order_by(m.Meeting.starts_at))
-            events = [await build_event(s, mt, self.settings) for mt in meetings]
+            events = await build_events(s, list(meetings), self.settings)
             return _feed(render_feed(events, room.name))
 
 

@@ -676,3 +676,71 @@ async def test_a_recurring_event_in_a_room_calendar_blocks_every_occurrence(api,
     busy = await api.ok("GET", f"/api/v1/rooms/{room_id}/busy?from=2027-02-01T00:00:00&to=2027-05-01T00:00:00")
     assert [b for b in busy["items"] if b["source"] == "calendar"] == []
     assert (await book("2027-03-01T09:00:00", "2027-03-01T09:30:00"))[0] == 201
+
+
+async def test_a_claims_push_plans_are_read_together_and_match_each_jobs_own(
+        api, world, calendars, caldav_server, client) -> None:
+    """The push reads the plans of a claim's jobs together (CalendarPusher.prepare): in the same
+    statements for two jobs as for nine, and each plan as the job alone would have read it."""
+    booked = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2027-06-01T09:00:00", end="2027-06-01T10:00:00", title="Möte i Tillväxten"))
+    person = await api.ok("POST", "/api/v1/people", {"name": "Åsa Öberg", "email": "asa@region.example"})
+    await api.ok("POST", f"/api/v1/meetings/{booked['id']}/invitations", {"person_id": person["id"], "mode": "remote"})
+    dropped = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Storsjön", start="2027-06-02T09:00:00", end="2027-06-02T10:00:00"))
+    roomless = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, start="2027-06-03T09:00:00", end="2027-06-03T10:00:00"))
+    await settle(api)
+    await api.ok("DELETE", f"/api/v1/meetings/{dropped['id']}")
+    await settle(api)
+    forum, here, there = calendars["forum"], calendars["Tillväxten"], calendars["Storsjön"]
+    unknown, unregistered = uuid.uuid4(), caldav_server.new_calendar()
+    ids = {name: uuid.UUID(mt["id"]) for name, mt in (("booked", booked), ("dropped", dropped), ("roomless", roomless))}
+    targets = [(ids["booked"], forum), (ids["booked"], here), (ids["booked"], there), (ids["dropped"], forum),
+               (ids["dropped"], there), (ids["roomless"], forum), (ids["roomless"], here), (unknown, forum),
+               (ids["booked"], unregistered)]
+
+    services = client.app[SERVICES]
+    pusher, db = services.outbox.handlers[PUSH], services.db
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, params, context, executemany) -> None:  # noqa: ANN001
+        if "outbox_jobs" not in statement:  # the background worker's polls
+            statements.append(statement)
+
+    engines = {db.writer.sync_engine, db.reader.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
+    try:
+        together = await pusher.plans(targets)
+        nine = len(statements)
+        await pusher.plans(targets[:2])
+        two = len(statements) - nine
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert nine == two, statements
+    alone = {t: (await pusher.plans([t]))[t] for t in targets}
+    assert together == alone
+
+    # And what they say is what the calendars should hold.
+    def held(url: str) -> dict[str, tuple[str, str]]:
+        return {str(vevent(Calendar.from_ical(data))["UID"]): href for href, data in read_calendar(caldav_server, url)}
+
+    in_forum, in_here = await asyncio.to_thread(held, forum), await asyncio.to_thread(held, here)
+    plan = together[(ids["booked"], here)]
+    assert plan.known is not None and plan.known[0] in in_here[booked["uid"]]
+    event_text = vevent(Calendar.from_ical(plan.data))
+    assert (str(event_text["UID"]), str(event_text["SUMMARY"]), int(event_text["SEQUENCE"])) == (
+        booked["uid"], "Möte i Tillväxten", booked["sequence"])
+    assert [a.params["CN"] for a in event_text.get("ATTENDEE", []) if a.params.get("CUTYPE") != "ROOM"] == ["Åsa Öberg"]
+    assert together[(ids["booked"], forum)].data == plan.data  # one text for every calendar
+    assert together[(ids["booked"], there)].data is None  # not booked there
+    assert together[(ids["roomless"], here)].data is None
+    cancelled = together[(ids["dropped"], forum)]
+    assert str(vevent(Calendar.from_ical(cancelled.data))["STATUS"]) == "CANCELLED" and cancelled.known is not None
+    assert together[(ids["dropped"], there)].data is None and together[(ids["dropped"], there)].known is None
+    assert set(in_forum) == {booked["uid"], dropped["uid"], roomless["uid"]}
+    gone = together[(unknown, forum)]
+    assert (gone.uid, gone.data, gone.known) == (f"{unknown}@forumbridge", None, None)
+    assert together[(ids["booked"], unregistered)].calendar_id is None

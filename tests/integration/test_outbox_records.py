@@ -320,3 +320,52 @@ async def test_jobs_of_a_claim_whose_commit_was_answered_with_an_error_are_given
         assert await _rows(db) == {f"note:{i}": [("done", 1)] for i in range(3)}
     finally:
         await db.dispose()
+
+
+class _Preparing:
+    """A handler whose jobs read what they need once per claim, as the calendar push does."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.claims: list[list[int]] = []
+        self.ran: dict[int, Any] = {}
+
+    async def prepare(self, payloads: list[dict[str, Any]]) -> list[Any]:
+        self.claims.append(sorted(p["i"] for p in payloads))
+        if self.fail:
+            raise OperationalError("SELECT", {}, Exception("the read failed"))
+        return [f"read for {p['i']}" if p["i"] % 3 else None for p in payloads]
+
+    async def __call__(self, payload: dict[str, Any], prepared: Any = None) -> None:
+        self.ran[payload["i"]] = prepared
+
+
+async def test_a_handler_that_prepares_reads_once_per_claim_and_each_job_gets_its_own_part(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 10)
+        handler = _Preparing()
+        worker = OutboxWorker(db, {"note": handler, "other": handler}, concurrency=2, batch=4)
+        assert await worker.run_once() == 10
+        # One call per claim (4, 4, 2 jobs), with that claim's payloads; every job once in all.
+        assert [len(c) for c in handler.claims] == [4, 4, 2]
+        assert sorted(i for c in handler.claims for i in c) == list(range(10))
+        # Each job was called with what prepare gave for it; without it where prepare gave None.
+        assert handler.ran == {i: (f"read for {i}" if i % 3 else None) for i in range(10)}
+    finally:
+        await db.dispose()
+
+
+async def test_jobs_whose_prepare_failed_still_run_and_read_for_themselves(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 5)
+        handler = _Preparing(fail=True)
+        worker = OutboxWorker(db, {"note": handler}, concurrency=2, batch=5)
+        assert await worker.run_once() == 5
+        assert handler.claims == [[0, 1, 2, 3, 4]] and handler.ran == {i: None for i in range(5)}
+        async with db.session(write=False) as s:
+            assert set(await s.scalars(select(m.OutboxJob.status))) == {"done"}
+    finally:
+        await db.dispose()
+

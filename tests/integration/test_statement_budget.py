@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from icalendar import Calendar
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
 
@@ -96,3 +97,38 @@ async def test_hot_requests_stay_within_their_statement_budget(
             writes = kind in ("book", "reschedule", "conflict")
             # Reads run in autocommit: no BEGIN and ROLLBACK round trips.
             assert begins == (1 if writes else 0), f"{kind}: {begins} transactions"
+
+
+async def test_a_feed_costs_the_same_statements_for_two_meetings_as_for_six(
+    client: Any, api: Any, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = client.server.app[SERVICES]
+    # Its invitation mail (to no mail server here) would be retried beside the feed's statements.
+    await services.outbox.stop()
+    db = services.db
+    tally = Tally(db.writer, monkeypatch)
+    if db.separate_reader:
+        reader = Tally(db.reader, monkeypatch)
+    forum = await api.ok("GET", f"/api/v1/forums/{world['forum']['id']}")
+    path = forum["feed_url"].split("://", 1)[1].split("/", 1)[1]
+    person = await api.ok("POST", "/api/v1/people", {"name": "Åke Strömberg", "email": "ake@region.example"})
+    counts, bodies = [], []
+    for day in range(1, 7):
+        made = await api.ok("POST", "/api/v1/meetings", meeting_body(
+            world, "Tillväxten", start=f"2027-05-{day:02d}T09:00:00", end=f"2027-05-{day:02d}T10:00:00",
+            sessions=[{"title": "Läget", "starts_at": f"2027-05-{day:02d}T09:00:00", "ends_at": f"2027-05-{day:02d}T09:30:00"}]))
+        await api.ok("POST", f"/api/v1/meetings/{made['id']}/invitations", {"person_id": person["id"], "mode": "remote"})
+        if day in (2, 6):
+            tally.take()
+            if db.separate_reader:
+                reader.take()
+            async with client.get("/" + path) as resp:
+                assert resp.status == 200
+                bodies.append(await resp.text())
+            counts.append(len(tally.take()[0]) + (len(reader.take()[0]) if db.separate_reader else 0))
+    # Each meeting with its session, rooms and invited person, in statements that do not grow with them.
+    events = Calendar.from_ical(bodies[1]).walk("VEVENT")
+    assert len(events) == 6
+    assert all([str(a.params["CN"]) for a in ev.get("ATTENDEE", []) if a.params.get("CUTYPE") != "ROOM"] == ["Åke Strömberg"]
+               for ev in events)
+    assert counts[0] == counts[1], counts
