@@ -33,6 +33,8 @@ MAX_BACKOFF = 300.0
 # Jobs one worker runs at once (each with its own key), and jobs it claims per transaction.
 CONCURRENCY = 8
 BATCH = 20
+# A job that succeeded waits at most this long to be recorded with others that end meanwhile.
+RECORD_WAIT_S = 0.05
 # On stop, the jobs in flight get this long to end and be recorded before they are cancelled (and
 # run again after their lease). A mail sent but not recorded would be sent again.
 STOP_GRACE_S = 10.0
@@ -339,8 +341,10 @@ class OutboxWorker:
         none whose key has a job running (leased), and a job stays "running" until its outcome is
         recorded. Most of a job's time is waiting on the other system, so running a few at once
         overlaps that wait with the other jobs' database work. Jobs that succeeded are recorded
-        together, in one transaction per wake-up of this loop, with what their handlers returned to
-        record (`Done`): one write transaction per finished batch rather than one or more per job.
+        together, with what their handlers returned to record (`Done`), in one write transaction:
+        when `concurrency` of them wait, when the first has waited RECORD_WAIT_S, before a claim,
+        and when nothing runs any more. One transaction per few jobs, not one or more per job: on
+        SQLite every write transaction waits its turn for the one writer, with the API's.
         """
         done = 0
         queue: deque[Claimed] = deque()
@@ -354,6 +358,24 @@ class OutboxWorker:
         deadline = None if budget_s is None else asyncio.get_running_loop().time() + budget_s
         await self._record_late()
 
+        # Jobs that succeeded and are not yet recorded, with what their handlers returned to record.
+        succeeded: list[Claimed] = []
+        records: dict[Any, Done] = {}
+        first_success = 0.0
+        loop = asyncio.get_running_loop()
+
+        async def record() -> None:
+            nonlocal failure
+            if not succeeded:
+                return
+            jobs, results = succeeded.copy(), records.copy()
+            succeeded.clear()
+            records.clear()
+            try:
+                await self._record_done(jobs, results)
+            except Exception as exc:  # noqa: BLE001 - the database may be down: see below
+                failure = failure or exc
+
         def start_claimed() -> None:
             while failure is None and not self._stopping and queue and len(running) < self.concurrency:
                 job = queue.popleft()
@@ -366,48 +388,51 @@ class OutboxWorker:
                 claimed_at = self.wake.calls
             elif failure is None and (more or self.wake.calls != claimed_at) and not queue \
                     and len(running) < self.concurrency:
-                claimed_at = self.wake.calls
-                token = uuid.uuid4().hex
-                try:
-                    taken = await claim(self.db, self.batch, token)
-                except Exception as exc:  # noqa: BLE001 - the database may be down: see below
-                    failure = exc
-                    taken = []
-                    self._lost_claims.add(token)
-                await self._prepare(taken)
-                queue.extend(taken)
-                more = len(taken) >= self.batch
+                # What the jobs so far wrote elsewhere (an ETag) goes on record before more are
+                # taken: a sync waits for a calendar's pushes in flight (running, not recorded).
+                await record()
+                if failure is None:
+                    claimed_at = self.wake.calls
+                    token = uuid.uuid4().hex
+                    try:
+                        taken = await claim(self.db, self.batch, token)
+                    except Exception as exc:  # noqa: BLE001 - the database may be down: see below
+                        failure = exc
+                        taken = []
+                        self._lost_claims.add(token)
+                    await self._prepare(taken)
+                    queue.extend(taken)
+                    more = len(taken) >= self.batch
             start_claimed()
 
         try:
             while True:
                 await start_more()
                 if not running:
+                    await record()
                     break
-                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                succeeded: list[Claimed] = []
-                records: dict[Any, Done] = {}
+                wait = None if not succeeded else max(0.0, first_success + RECORD_WAIT_S - loop.time())
+                finished, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     job = running.pop(task)
                     if task.exception() is not None:
                         failure = failure or task.exception()
                         continue
                     done += 1
-                    ok, record = task.result()
+                    ok, result = task.result()
                     if ok:
+                        if not succeeded:
+                            first_success = loop.time()
                         succeeded.append(job)
-                        if record is not None:
-                            records[job.id] = record
-                # The jobs claimed already run while these are recorded; recorded before any new
-                # claim, so that what a job wrote elsewhere (an ETag) is on record as soon as can be:
-                # a sync reading that calendar meanwhile would take our own write for a client's.
+                        if result is not None:
+                            records[job.id] = result
+                # The jobs claimed already run while these are recorded.
                 start_claimed()
-                if succeeded:
-                    try:
-                        await self._record_done(succeeded, records)
-                    except Exception as exc:  # noqa: BLE001 - the database may be down: see below
-                        failure = failure or exc
+                if len(succeeded) >= self.concurrency or succeeded and loop.time() - first_success >= RECORD_WAIT_S:
+                    await record()
         finally:
+            # Left by an error or a cancel: kept, and recorded first thing next time if there is one.
+            self._unrecorded.update((job.id, (job, None, records.get(job.id))) for job in succeeded)
             # Cancelled (the worker stops): the jobs in flight stop with us and run again after their lease.
             for task in running:
                 task.cancel()

@@ -369,3 +369,34 @@ async def test_jobs_whose_prepare_failed_still_run_and_read_for_themselves(datab
     finally:
         await db.dispose()
 
+
+async def test_jobs_that_end_one_after_another_are_recorded_together(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 8)
+        gates = [asyncio.Event() for _ in range(8)]
+        transactions: list[int] = []
+        real = outbox.finish_done
+
+        async def counted(db_: Any, jobs: list[Any], records: Any = None) -> None:
+            transactions.append(len(jobs))
+            await real(db_, jobs, records)
+
+        monkeypatch.setattr(outbox, "finish_done", counted)
+
+        async def note(payload: dict[str, Any]) -> None:
+            await gates[payload["i"]].wait()
+
+        worker = OutboxWorker(db, {"note": note}, concurrency=8, batch=8)
+        run = asyncio.create_task(worker.run_once())
+        # The jobs end one by one, a few milliseconds apart: time enough to record each alone.
+        for gate in gates:
+            await asyncio.sleep(0.005)
+            gate.set()
+        assert await run == 8
+        async with db.session(write=False) as s:
+            assert set(await s.scalars(select(m.OutboxJob.status))) == {"done"}
+        # Recorded in fewer transactions than jobs (one per job before), every job once.
+        assert sum(transactions) == 8 and len(transactions) < 8, transactions
+    finally:
+        await db.dispose()
