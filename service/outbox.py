@@ -38,6 +38,8 @@ RECORD_WAIT_S = 0.05
 # On stop, the jobs in flight get this long to end and be recorded before they are cancelled (and
 # run again after their lease). A mail sent but not recorded would be sent again.
 STOP_GRACE_S = 10.0
+# Then, what ended before the cancel gets this long to be recorded.
+LAST_RECORD_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -368,13 +370,13 @@ class OutboxWorker:
             nonlocal failure
             if not succeeded:
                 return
-            jobs, results = succeeded.copy(), records.copy()
+            try:
+                await self._record_done(succeeded.copy(), records.copy())
+            except Exception as exc:  # noqa: BLE001 - the database may be down: see below
+                failure = failure or exc  # what was not recorded is kept in _unrecorded
+            # Not reached when cancelled meanwhile: `finally` below keeps them.
             succeeded.clear()
             records.clear()
-            try:
-                await self._record_done(jobs, results)
-            except Exception as exc:  # noqa: BLE001 - the database may be down: see below
-                failure = failure or exc
 
         def start_claimed() -> None:
             while failure is None and not self._stopping and queue and len(running) < self.concurrency:
@@ -428,7 +430,9 @@ class OutboxWorker:
                             records[job.id] = result
                 # The jobs claimed already run while these are recorded.
                 start_claimed()
-                if len(succeeded) >= self.concurrency or succeeded and loop.time() - first_success >= RECORD_WAIT_S:
+                # Stopping: at once, as the stop's grace may run out before the wait would.
+                if len(succeeded) >= self.concurrency or succeeded and (
+                        self._stopping or loop.time() - first_success >= RECORD_WAIT_S):
                     await record()
         finally:
             # Left by an error or a cancel: kept, and recorded first thing next time if there is one.
@@ -471,7 +475,13 @@ class OutboxWorker:
                     self._unrecorded.update((j.id, (j, None, records.get(j.id)))
                                             for j in jobs[jobs.index(job):])
                     raise
-                await self._record_failed(job, exc)
+                try:
+                    await self._record_failed(job, exc)
+                except Exception:
+                    # The jobs after it are kept too, not only this one.
+                    self._unrecorded.update((j.id, (j, None, records.get(j.id)))
+                                            for j in jobs[jobs.index(job) + 1:])
+                    raise
 
     async def _record_failed(self, job: Claimed, exc: Exception) -> None:
         log.error("outbox job %s (%s): recording its outcome failed: %s", job.id, job.kind, exc)
@@ -551,6 +561,8 @@ class OutboxWorker:
                 self.idle.clear()
                 await self.run_once()
             except asyncio.CancelledError:
+                # Cancelled by a stop whose grace ran out: what ended meanwhile gets its try.
+                await self._record_before_stopping(LAST_RECORD_S)
                 raise
             except Exception:  # noqa: BLE001 - the database may be down; try again
                 log.exception("outbox worker cycle failed")
@@ -562,14 +574,19 @@ class OutboxWorker:
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
-        if self._unrecorded or self._lost_claims:
-            # Claims and outcomes kept while the database was away (a mail accepted, its record
-            # lost): one more try before stopping, or their jobs run again after their lease.
-            try:
-                await self._record_late()
-            except Exception:  # noqa: BLE001 - still away: the lease brings the jobs back
-                log.warning("outbox worker: stopping with %d outcomes not recorded and %d claims not given "
-                            "back; their jobs run again after their lease", len(self._unrecorded),
-                            len(self._lost_claims), exc_info=True)
+        await self._record_before_stopping(None)
+
+    async def _record_before_stopping(self, limit_s: float | None) -> None:
+        """Claims and outcomes kept (the database was away, or a cancel came first: a mail accepted,
+        its record not written): one more try before stopping, or their jobs run again after their
+        lease. For at most `limit_s`."""
+        if not self._unrecorded and not self._lost_claims:
+            return
+        try:
+            await asyncio.wait_for(self._record_late(), limit_s)
+        except Exception:  # noqa: BLE001 - still away: the lease brings the jobs back
+            log.warning("outbox worker: stopping with %d outcomes not recorded and %d claims not given "
+                        "back; their jobs run again after their lease", len(self._unrecorded),
+                        len(self._lost_claims), exc_info=True)
 
 

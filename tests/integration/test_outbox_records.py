@@ -370,6 +370,12 @@ async def test_jobs_whose_prepare_failed_still_run_and_read_for_themselves(datab
         await db.dispose()
 
 
+
+async def _statuses(db: Any) -> dict[int, str]:
+    async with db.session(write=False) as s:
+        return {r.payload["i"]: r.status for r in await s.scalars(select(m.OutboxJob))}
+
+
 async def test_jobs_that_end_one_after_another_are_recorded_together(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     db = create_database(database_url)
     try:
@@ -383,20 +389,70 @@ async def test_jobs_that_end_one_after_another_are_recorded_together(database_ur
             await real(db_, jobs, records)
 
         monkeypatch.setattr(outbox, "finish_done", counted)
+        monkeypatch.setattr(outbox, "RECORD_WAIT_S", 60.0)  # only the count decides here
 
         async def note(payload: dict[str, Any]) -> None:
             await gates[payload["i"]].wait()
 
-        worker = OutboxWorker(db, {"note": note}, concurrency=8, batch=8)
+        # A batch larger than the jobs: the first claim takes all, and no second one (which
+        # records first what has ended) comes between.
+        worker = OutboxWorker(db, {"note": note}, concurrency=8, batch=9)
         run = asyncio.create_task(worker.run_once())
         # The jobs end one by one, a few milliseconds apart: time enough to record each alone.
         for gate in gates:
             await asyncio.sleep(0.005)
             gate.set()
         assert await run == 8
-        async with db.session(write=False) as s:
-            assert set(await s.scalars(select(m.OutboxJob.status))) == {"done"}
-        # Recorded in fewer transactions than jobs (one per job before), every job once.
-        assert sum(transactions) == 8 and len(transactions) < 8, transactions
+        # One transaction for the eight (one per job before), once `concurrency` of them waited.
+        assert transactions == [8]
+        assert set((await _statuses(db)).values()) == {"done"}
+    finally:
+        await db.dispose()
+
+
+async def test_a_job_that_ended_is_recorded_while_a_slow_one_still_runs(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 2)
+        slow = asyncio.Event()
+
+        async def note(payload: dict[str, Any]) -> None:
+            if payload["i"] == 1:
+                await slow.wait()
+
+        worker = OutboxWorker(db, {"note": note}, concurrency=8, batch=8)
+        run = asyncio.create_task(worker.run_once())
+        try:
+            for _ in range(500):
+                if (await _statuses(db))[0] == "done":
+                    break
+                await asyncio.sleep(0.02)
+            # Recorded within its wait, not held back until the slow one ends.
+            assert await _statuses(db) == {0: "done", 1: "running"}
+        finally:
+            slow.set()
+        assert await run == 2 and await _statuses(db) == {0: "done", 1: "done"}
+    finally:
+        await db.dispose()
+
+
+async def test_a_job_that_ended_just_before_a_stop_cancelled_the_worker_is_still_recorded(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        await _jobs(db, 2)
+        ended = asyncio.Event()
+
+        async def note(payload: dict[str, Any]) -> None:
+            if payload["i"] == 1:
+                await asyncio.Event().wait()  # outlasts any grace
+            ended.set()
+
+        worker = OutboxWorker(db, {"note": note}, concurrency=8, batch=8)
+        worker.start()
+        await asyncio.wait_for(ended.wait(), 10)
+        await asyncio.sleep(0.005)  # the worker has seen it end, and waits to record it with others
+        await worker.stop(grace_s=0)  # no grace: the worker is cancelled at once
+        # The job that ended is done (a mail sent is not sent again); the one cut off waits out its lease.
+        assert await _statuses(db) == {0: "done", 1: "running"}
     finally:
         await db.dispose()
