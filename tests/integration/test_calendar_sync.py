@@ -22,7 +22,7 @@ from service.calendar.pull import PullRules
 from service.db import models as m
 from service.keys import SERVICES
 from service.settings import Settings
-from tests.conftest import meeting_body
+from tests.conftest import VIDEO, meeting_body
 from tests.support.caldav_servers import CaldavServer
 from tests.support.http import ApiClient, token_for
 from tests.support.tcp_proxy import TcpProxy
@@ -40,6 +40,7 @@ def settings(database_url: str, tmp_path: Path, caldav_server: CaldavServer, smt
         organizer={"name": "Forumsekretariatet", "email": "forum@tillvaxt.example"},
         # Invitation mail goes somewhere: a mail job failing again on every sync would keep `settle` from settling.
         mail={"host": smtp_server.host, "port": smtp_server.port},
+        video=VIDEO,
         calendar={"sync_interval_s": 3600, "accounts": [
             {"url": a.url_prefix, "username": a.username, "password": a.password} for a in caldav_server.accounts]},
     )
@@ -744,3 +745,22 @@ async def test_a_claims_push_plans_are_read_together_and_match_each_jobs_own(
     gone = together[(unknown, forum)]
     assert (gone.uid, gone.data, gone.known) == (f"{unknown}@forumbridge", None, None)
     assert together[(ids["booked"], unregistered)].calendar_id is None
+
+
+async def test_a_conference_that_comes_up_after_the_booking_is_shown_in_the_calendars(
+        api, world, calendars, caldav_server) -> None:
+    """The booking's push and the conference's creation run side by side; whichever ends first,
+    the calendars end up showing the conference (URL and CONFERENCE), never a personal link."""
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2027-06-08T09:00:00", end="2027-06-08T10:00:00", conference={"provider": "jitsi"}))
+    await settle(api)
+    conference = (await api.ok("GET", f"/api/v1/meetings/{meeting['id']}"))["conference"]
+    assert conference["status"] == "active" and conference["host_url"]
+    for url in (calendars["forum"], calendars["Tillväxten"]):
+        [(_, cal)] = await objects(caldav_server, url)
+        event = vevent(cal)
+        shown = event.get("CONFERENCE")
+        shown = shown if isinstance(shown, list) else [shown]
+        assert str(event["URL"]) == conference["host_url"]
+        assert conference["host_url"] in [str(c) for c in shown if c is not None]
+        assert "/j/" not in cal.to_ical().decode()
