@@ -70,6 +70,14 @@ async def push_jobs(session: AsyncSession, changed: Sequence[Changed], *, new: b
     return jobs
 
 
+async def plan_meetings_showing(session: AsyncSession, meeting_ids: Any) -> None:
+    """Queue a push to every calendar of the meetings still to come among `meeting_ids` (a
+    subquery): a room, site or person their copies show has changed."""
+    meetings = list(await session.scalars(select(m.Meeting).where(m.Meeting.id.in_(meeting_ids), m.Meeting.ends_at > now())))
+    if meetings:
+        await enqueue_many(session, await push_jobs(session, [(meeting, (), None) for meeting in meetings]))
+
+
 async def attach_calendar(session: AsyncSession, url: str | None, purpose: str, owner_id: uuid.UUID,
                           previous_url: str | None) -> None:
     """Register a forum's or room's calendar, and queue its meetings there (and away from the old one)."""

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.calendar.plan import attach_calendar
+from service.calendar.plan import attach_calendar, plan_meetings_showing
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import Conflict, Invalid, NotFound
@@ -132,6 +132,30 @@ def _calendar_hook(purpose: str) -> Saved:
     return saved
 
 
+# What calendar copies of a meeting show of its rooms, their sites and its invited people
+# (LOCATION, the rooms' and attendees' ATTENDEE lines, the host room's video address).
+_SHOWN = {"site": {"name", "city"}, "room": {"name", "site_id", "video_endpoint"}, "person": {"name", "email"}}
+
+
+def _shown_hook(entity: str, then: Saved | None = None) -> Saved:
+    """After a change of what the calendars show of a site, room or person: push the meetings to come
+    that show it."""
+    async def saved(session: AsyncSession, row: Any, before: dict[str, Any] | None) -> None:
+        if then is not None:
+            await then(session, row, before)
+        if before is None or not _SHOWN[entity] & before.keys():
+            return
+        if entity == "person":
+            meetings = select(m.Invitation.meeting_id).where(m.Invitation.person_id == row.id)
+        else:
+            rooms = [row.id] if entity == "room" else select(m.Room.id).where(m.Room.site_id == row.id)
+            meetings = select(m.RoomBooking.meeting_id).where(
+                m.RoomBooking.room_id.in_(rooms), m.RoomBooking.meeting_id.is_not(None))
+        await plan_meetings_showing(session, meetings)
+
+    return saved
+
+
 async def _check_room(session: AsyncSession, data: dict[str, Any], _row: m.Room | None) -> None:
     site_id = data.get("site_id")
     if site_id is not None and await session.get(m.Site, site_id) is None:
@@ -159,12 +183,13 @@ class Directory:
 def make_directory(db: Database, public_url: str) -> Directory:
     base = public_url.rstrip("/")
     return Directory(
-        sites=Catalogue(db, m.Site, "site", lambda r, _t: views.site(r), referrers=(
+        sites=Catalogue(db, m.Site, "site", lambda r, _t: views.site(r), saved=_shown_hook("site"), referrers=(
             (m.Room, m.Room.site_id, "rooms"), (m.Invitation, m.Invitation.site_id, "invitations"))),
         rooms=Catalogue(db, m.Room, "room", lambda r, t: views.room(r, base if t else None), _check_room,
-                        saved=_calendar_hook("room"), defaults=_feed_defaults,
+                        saved=_shown_hook("room", _calendar_hook("room")), defaults=_feed_defaults,
                         referrers=((m.RoomBooking, m.RoomBooking.room_id, "bookings"),)),
-        people=Catalogue(db, m.Person, "person", lambda r, _t: views.person(r), _check_person, referrers=(
+        people=Catalogue(db, m.Person, "person", lambda r, _t: views.person(r), _check_person,
+                         saved=_shown_hook("person"), referrers=(
             (m.Invitation, m.Invitation.person_id, "invitations"),)),
         forums=Catalogue(db, m.Forum, "forum", lambda r, t: views.forum(r, base if t else None),
                          saved=_calendar_hook("forum"), defaults=_feed_defaults,

@@ -764,3 +764,22 @@ async def test_a_conference_that_comes_up_after_the_booking_is_shown_in_the_cale
         assert str(event["URL"]) == conference["host_url"]
         assert conference["host_url"] in [str(c) for c in shown if c is not None]
         assert "/j/" not in cal.to_ical().decode()
+
+
+async def test_a_renamed_room_site_or_person_is_renamed_in_the_calendars(api, world, calendars, caldav_server) -> None:
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2027-06-09T09:00:00", end="2027-06-09T10:00:00"))
+    person = await api.ok("POST", "/api/v1/people", {"name": "Ola Nordin", "email": "ola@region.example"})
+    await api.ok("POST", f"/api/v1/meetings/{meeting['id']}/invitations", {"person_id": person["id"], "mode": "remote"})
+    await settle(api)
+    room = world["rooms"]["Tillväxten"]
+    await api.ok("PATCH", f"/api/v1/rooms/{room['id']}", {"name": "Tillväxten, plan 4"})
+    await api.ok("PATCH", f"/api/v1/sites/{room['site_id']}", {"city": "Solna"})
+    await api.ok("PATCH", f"/api/v1/people/{person['id']}", {"name": "Ola Nordin Åström"})
+    await settle(api)
+    for url in (calendars["forum"], calendars["Tillväxten"]):
+        [(_, cal)] = await objects(caldav_server, url)
+        event = vevent(cal)
+        assert str(event["LOCATION"]) == "Tillväxten, plan 4, Solna"
+        names = sorted(str(a.params["CN"]) for a in event.get("ATTENDEE", []))
+        assert names == ["Ola Nordin Åström", "Tillväxten, plan 4"], names
