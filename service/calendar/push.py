@@ -102,7 +102,9 @@ class CalendarPusher:
         return [plans[t] if t is not None else None for t in targets]
 
     async def plans(self, targets: Sequence[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, str], Plan]:
-        """The plan of each (meeting, calendar URL): five statements for any number of them."""
+        """The plan of each (meeting, calendar URL): six statements for any number of them (the
+        meetings, their sessions, our objects in the calendars, the forums' calendars, the rooms, the
+        people)."""
         if not targets:
             return {}
         ids = list({meeting_id for meeting_id, _ in targets})
