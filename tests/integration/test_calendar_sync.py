@@ -783,3 +783,37 @@ async def test_a_renamed_room_site_or_person_is_renamed_in_the_calendars(api, wo
         assert str(event["LOCATION"]) == "Tillväxten, plan 4, Solna"
         names = sorted(str(a.params["CN"]) for a in event.get("ATTENDEE", []))
         assert names == ["Ola Nordin Åström", "Tillväxten, plan 4"], names
+
+
+async def test_the_outbox_hands_each_push_the_plan_its_claim_read(api, world, calendars, caldav_server, monkeypatch) -> None:
+    """Pushes run through the worker act on what `prepare` read for their claim: no job reads its
+    own plan (only a retry after a 412 would)."""
+    from service.calendar.push import CalendarPusher
+
+    calls: list[tuple[str, int]] = []
+    real_plans, real_prepare = CalendarPusher.plans, CalendarPusher.prepare
+    preparing: set[Any] = set()  # the tasks inside prepare (the worker's), not the jobs' own
+
+    async def plans(self: Any, targets: Any) -> Any:
+        calls.append(("prepare" if asyncio.current_task() in preparing else "job", len(targets)))
+        return await real_plans(self, targets)
+
+    async def prepare(self: Any, payloads: Any) -> Any:
+        task = asyncio.current_task()
+        preparing.add(task)
+        try:
+            return await real_prepare(self, payloads)
+        finally:
+            preparing.discard(task)
+
+    monkeypatch.setattr(CalendarPusher, "plans", plans)
+    monkeypatch.setattr(CalendarPusher, "prepare", prepare)
+    for day in range(1, 5):
+        await api.ok("POST", "/api/v1/meetings", meeting_body(
+            world, "Tillväxten", "Storsjön", start=f"2027-06-1{day}T09:00:00", end=f"2027-06-1{day}T10:00:00"))
+    await settle(api)
+    assert [c for c in calls if c[0] == "job"] == []
+    # Four meetings, each in the forum's calendar and two rooms' calendars: twelve objects.
+    assert sum(n for kind, n in calls if kind == "prepare") == 12
+    for url in calendars.values():
+        assert len(await objects(caldav_server, url)) == 4
