@@ -34,10 +34,16 @@ MAIL = "mail.invitation"
 WITHDRAWN = "mail.withdrawn"
 
 
+def invitation_mail_job(invitation_id: uuid.UUID) -> Job:
+    """The mail that brings one invited person the invitation as it stands (invited, updated or
+    cancelled, decided when it runs; nothing when that very copy was sent already)."""
+    return MAIL, {"invitation_id": str(invitation_id)}, f"mail:{invitation_id}"
+
+
 async def invitee_mail_jobs(session: AsyncSession, meeting_ids: Sequence[uuid.UUID]) -> list[Job]:
     """A mail to every person invited to the meetings (an update or a cancellation, decided when it runs)."""
     invitations = await session.scalars(select(m.Invitation.id).where(m.Invitation.meeting_id.in_(meeting_ids)))
-    return [(MAIL, {"invitation_id": str(inv_id)}, f"mail:{inv_id}") for inv_id in invitations]
+    return [invitation_mail_job(inv_id) for inv_id in invitations]
 
 
 async def withdraw_mail(session: AsyncSession, inv: m.Invitation, meeting: m.Meeting) -> None:

@@ -12,19 +12,16 @@ from service.db import models as m
 from service.db.engine import Database
 from service.errors import Conflict, Invalid, NotFound
 from service.links import LinkKeys, token_hash
-from service.mailing import withdraw_mail
+from service.mailing import invitation_mail_job, withdraw_mail
 from service.outbox import enqueue
 from service.timeutil import now
 from service.usecases import views
 from service.usecases.base import Actor, UnitOfWork, fetch_page
 
 
-MAIL = "mail.invitation"
-
-
 async def enqueue_mail(session: Any, invitation_id: uuid.UUID) -> None:
     """Queue the person's mail: the invitation, an update, or a cancellation, whichever is due when it runs."""
-    await enqueue(session, MAIL, {"invitation_id": str(invitation_id)}, f"mail:{invitation_id}")
+    await enqueue(session, *invitation_mail_job(invitation_id))
 
 
 class Invitations:

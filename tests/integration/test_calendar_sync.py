@@ -40,7 +40,8 @@ def settings(database_url: str, tmp_path: Path, caldav_server: CaldavServer, smt
         organizer={"name": "Forumsekretariatet", "email": "forum@tillvaxt.example"},
         # Invitation mail goes somewhere: a mail job failing again on every sync would keep `settle` from settling.
         mail={"host": smtp_server.host, "port": smtp_server.port},
-        video=VIDEO,
+        # Jitsi, and the static provider, which dials the host room's video address.
+        video={**VIDEO, "static": {}},
         calendar={"sync_interval_s": 3600, "accounts": [
             {"url": a.url_prefix, "username": a.username, "password": a.password} for a in caldav_server.accounts]},
     )
@@ -766,23 +767,64 @@ async def test_a_conference_that_comes_up_after_the_booking_is_shown_in_the_cale
         assert "/j/" not in cal.to_ical().decode()
 
 
-async def test_a_renamed_room_site_or_person_is_renamed_in_the_calendars(api, world, calendars, caldav_server) -> None:
+async def test_a_renamed_room_site_or_person_is_renamed_in_the_calendars(
+        api, world, calendars, caldav_server, smtp_server) -> None:
     meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(
         world, "Tillväxten", start="2027-06-09T09:00:00", end="2027-06-09T10:00:00"))
     person = await api.ok("POST", "/api/v1/people", {"name": "Ola Nordin", "email": "ola@region.example"})
     await api.ok("POST", f"/api/v1/meetings/{meeting['id']}/invitations", {"person_id": person["id"], "mode": "remote"})
+    past = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2026-01-09T09:00:00", end="2026-01-09T10:00:00"))
     await settle(api)
     room = world["rooms"]["Tillväxten"]
+
+    async def shown() -> list[tuple[str, list[str]]]:
+        out = []
+        for url in (calendars["forum"], calendars["Tillväxten"]):
+            event = vevent([c for _, c in await objects(caldav_server, url) if str(vevent(c)["UID"]) == meeting["uid"]][0])
+            out.append((str(event["LOCATION"]), sorted(str(a.params["CN"]) for a in event.get("ATTENDEE", []))))
+        return out
+
+    # One change at a time, each pushed by itself.
     await api.ok("PATCH", f"/api/v1/rooms/{room['id']}", {"name": "Tillväxten, plan 4"})
-    await api.ok("PATCH", f"/api/v1/sites/{room['site_id']}", {"city": "Solna"})
-    await api.ok("PATCH", f"/api/v1/people/{person['id']}", {"name": "Ola Nordin Åström"})
     await settle(api)
+    assert await shown() == [("Tillväxten, plan 4, Stockholm", ["Ola Nordin", "Tillväxten, plan 4"])] * 2
+    await api.ok("PATCH", f"/api/v1/sites/{room['site_id']}", {"city": "Solna"})
+    await settle(api)
+    assert await shown() == [("Tillväxten, plan 4, Solna", ["Ola Nordin", "Tillväxten, plan 4"])] * 2
+    await api.ok("PATCH", f"/api/v1/rooms/{room['id']}", {"site_id": world["sites"]["Östersund"]["id"]})
+    await settle(api)
+    assert await shown() == [("Tillväxten, plan 4, Östersund", ["Ola Nordin", "Tillväxten, plan 4"])] * 2
+    mailed = len(smtp_server.received)
+    await api.ok("PATCH", f"/api/v1/people/{person['id']}", {"name": "Ola Nordin Åström", "email": "ola.astrom@region.example"})
+    await settle(api)
+    assert await shown() == [("Tillväxten, plan 4, Östersund", ["Ola Nordin Åström", "Tillväxten, plan 4"])] * 2
+    # The new address gets the invitation as it stands.
+    [mail] = smtp_server.received[mailed:]
+    assert mail.rcpt_tos == ("ola.astrom@region.example",)
+    # A meeting already over is left as it was.
+    [(_, old)] = [(h, c) for h, c in await objects(caldav_server, calendars["forum"]) if str(vevent(c)["UID"]) == past["uid"]]
+    assert str(vevent(old)["LOCATION"]) == "Tillväxten, Stockholm"
+
+
+async def test_a_static_conference_follows_its_host_rooms_new_video_address(
+        api, world, calendars, caldav_server) -> None:
+    """The static provider dials the host room's video address; a new address reaches the
+    conference and the calendars."""
+    room = world["rooms"]["Tillväxten"]
+    await api.ok("PATCH", f"/api/v1/rooms/{room['id']}", {"video_endpoint": "sip:tillvaxten@video.example"})
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2027-06-10T09:00:00", end="2027-06-10T10:00:00", conference={"provider": "static"}))
+    await settle(api)
+    await api.ok("PATCH", f"/api/v1/rooms/{room['id']}", {"video_endpoint": "sip:plan4@video.example"})
+    await settle(api)
+    after = await api.ok("GET", f"/api/v1/meetings/{meeting['id']}")
+    assert after["conference"]["sip_uri"] == "sip:plan4@video.example"
     for url in (calendars["forum"], calendars["Tillväxten"]):
         [(_, cal)] = await objects(caldav_server, url)
-        event = vevent(cal)
-        assert str(event["LOCATION"]) == "Tillväxten, plan 4, Solna"
-        names = sorted(str(a.params["CN"]) for a in event.get("ATTENDEE", []))
-        assert names == ["Ola Nordin Åström", "Tillväxten, plan 4"], names
+        shown = vevent(cal).get("CONFERENCE")
+        shown = shown if isinstance(shown, list) else [shown]
+        assert [str(c) for c in shown if c is not None] == ["sip:plan4@video.example"]
 
 
 async def test_the_outbox_hands_each_push_the_plan_its_claim_read(api, world, calendars, caldav_server, monkeypatch) -> None:
