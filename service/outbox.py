@@ -435,7 +435,15 @@ class OutboxWorker:
                         self._stopping or loop.time() - first_success >= RECORD_WAIT_S):
                     await record()
         finally:
-            # Left by an error or a cancel: kept, and recorded first thing next time if there is one.
+            # Left by an error or a cancel: kept, and recorded first thing next time if there is one,
+            # with the jobs that ended before this loop saw them.
+            for task, job in running.items():
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    ok, result = task.result()
+                    if ok:
+                        succeeded.append(job)
+                        if result is not None:
+                            records[job.id] = result
             self._unrecorded.update((job.id, (job, None, records.get(job.id))) for job in succeeded)
             # Cancelled (the worker stops): the jobs in flight stop with us and run again after their lease.
             for task in running:
