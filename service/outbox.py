@@ -357,14 +357,26 @@ class OutboxWorker:
         more = True
         claimed_at = self.wake.calls
         failure: BaseException | None = None
-        deadline = None if budget_s is None else asyncio.get_running_loop().time() + budget_s
+        loop = asyncio.get_running_loop()
+        deadline = None if budget_s is None else loop.time() + budget_s
         await self._record_late()
 
         # Jobs that succeeded and are not yet recorded, with what their handlers returned to record.
         succeeded: list[Claimed] = []
         records: dict[Any, Done] = {}
         first_success = 0.0
-        loop = asyncio.get_running_loop()
+
+        def took(task: asyncio.Task[tuple[bool, Done | None]], job: Claimed) -> None:
+            """Note what a job that ended without an error left to record (nothing if it failed:
+            its failure is recorded by `_run_job`)."""
+            nonlocal first_success
+            ok, result = task.result()
+            if ok:
+                if not succeeded:
+                    first_success = loop.time()
+                succeeded.append(job)
+                if result is not None:
+                    records[job.id] = result
 
         async def record() -> None:
             nonlocal failure
@@ -385,7 +397,7 @@ class OutboxWorker:
 
         async def start_more() -> None:
             nonlocal more, failure, claimed_at
-            if self._stopping or deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            if self._stopping or deadline is not None and loop.time() >= deadline:
                 more = False
                 claimed_at = self.wake.calls
             elif failure is None and (more or self.wake.calls != claimed_at) and not queue \
@@ -421,13 +433,7 @@ class OutboxWorker:
                         failure = failure or task.exception()
                         continue
                     done += 1
-                    ok, result = task.result()
-                    if ok:
-                        if not succeeded:
-                            first_success = loop.time()
-                        succeeded.append(job)
-                        if result is not None:
-                            records[job.id] = result
+                    took(task, job)
                 # The jobs claimed already run while these are recorded.
                 start_claimed()
                 # Stopping: at once, as the stop's grace may run out before the wait would.
@@ -439,12 +445,8 @@ class OutboxWorker:
             # with the jobs that ended before this loop saw them.
             for task, job in running.items():
                 if task.done() and not task.cancelled() and task.exception() is None:
-                    ok, result = task.result()
-                    if ok:
-                        succeeded.append(job)
-                        if result is not None:
-                            records[job.id] = result
-            self._unrecorded.update((job.id, (job, None, records.get(job.id))) for job in succeeded)
+                    took(task, job)
+            self._keep(succeeded, records)
             # Cancelled (the worker stops): the jobs in flight stop with us and run again after their lease.
             for task in running:
                 task.cancel()
@@ -471,7 +473,7 @@ class OutboxWorker:
             return
         except Exception as exc:  # noqa: BLE001 - sorted out below
             if is_unavailable(exc) or len(jobs) == 1 and jobs[0].id not in records:
-                self._unrecorded.update((job.id, (job, None, records.get(job.id))) for job in jobs)
+                self._keep(jobs, records)
                 raise
             if len(jobs) == 1:
                 return await self._record_failed(jobs[0], exc)
@@ -480,16 +482,18 @@ class OutboxWorker:
                 await finish_done(self.db, [job], records)
             except Exception as exc:  # noqa: BLE001 - sorted out below
                 if is_unavailable(exc):
-                    self._unrecorded.update((j.id, (j, None, records.get(j.id)))
-                                            for j in jobs[jobs.index(job):])
+                    self._keep(jobs[jobs.index(job):], records)
                     raise
                 try:
                     await self._record_failed(job, exc)
                 except Exception:
                     # The jobs after it are kept too, not only this one.
-                    self._unrecorded.update((j.id, (j, None, records.get(j.id)))
-                                            for j in jobs[jobs.index(job) + 1:])
+                    self._keep(jobs[jobs.index(job) + 1:], records)
                     raise
+
+    def _keep(self, jobs: Sequence[Claimed], records: dict[Any, Done]) -> None:
+        """Keep jobs that succeeded, with their records, to be recorded first thing next time."""
+        self._unrecorded.update((job.id, (job, None, records.get(job.id))) for job in jobs)
 
     async def _record_failed(self, job: Claimed, exc: Exception) -> None:
         log.error("outbox job %s (%s): recording its outcome failed: %s", job.id, job.kind, exc)
