@@ -26,6 +26,14 @@ _PEOPLE = (select(m.Invitation.meeting_id, m.Person.name, m.Person.email, m.Invi
            .order_by(m.Person.name, m.Person.id))
 
 
+def conference_shown(conf: m.Conference | None) -> tuple[str | None, str | None]:
+    """What calendar copies of a meeting show of its conference: its link while it is active (URL,
+    CONFERENCE), and its SIP address (else the host room's, see `EventRows.event`)."""
+    if conf is None:
+        return None, None
+    return (conf.host_url if conf.status == "active" else None), (conf.sip_uri or None)
+
+
 class EventRows:
     """What the events of some meetings need besides the meetings: their rooms and invited people,
     read in two statements however many meetings there are."""
@@ -54,7 +62,7 @@ class EventRows:
         """Everything a calendar copy of `meeting` says; no personal links."""
         room_ids = [uuid.UUID(r) for r in meeting.room_ids]
         rooms = self.rooms
-        conf = meeting.conference
+        link, sip = conference_shown(meeting.conference)
         host = rooms.get(room_ids[0]) if room_ids else None
         return Event(
             uid=meeting.uid,
@@ -81,9 +89,9 @@ class EventRows:
                               role="REQ-PARTICIPANT", remote=p.mode == "remote")
                 for p in self.people.get(meeting.id, ())
             ),
-            url=conf.host_url if conf is not None and conf.status == "active" else None,
-            conference_url=conf.host_url if conf is not None and conf.status == "active" else None,
-            sip_uri=(conf.sip_uri if conf is not None and conf.sip_uri else None) or (host.video_endpoint if host else None),
+            url=link,
+            conference_url=link,
+            sip_uri=sip or (host.video_endpoint if host else None),
         )
 
 

@@ -21,6 +21,7 @@ from connectors.video import (
     make_provider,
 )
 from service.calendar.plan import plan_meeting
+from service.calendar.snapshot import conference_shown
 from service.db import models as m
 from service.db.engine import Database
 from service.errors import Invalid
@@ -32,11 +33,6 @@ from service.usecases.base import Actor, UnitOfWork
 
 log = logging.getLogger("forumbridge.video")
 CONFERENCE = "video.conference"
-
-
-def _shown(conf: m.Conference) -> tuple[Any, ...]:
-    """What a calendar copy of the meeting shows of its conference (see `EventRows.event`)."""
-    return (conf.host_url if conf.status == "active" else None, conf.sip_uri)
 
 
 def conference_job(meeting_id: uuid.UUID) -> Job:
@@ -143,10 +139,10 @@ class VideoGateway:
         async with UnitOfWork(self.db, Actor(f"video:{current.provider}"), write=True) as uow:
             row = await uow.session.scalar(select(m.Conference).where(m.Conference.meeting_id == meeting_id))
             if row is not None and row.provider == current.provider:
-                shown = _shown(row)
+                shown = conference_shown(row)
                 row.provider_ref, row.host_url = result.provider_ref, result.host_url
                 row.sip_uri, row.dial_in, row.status = result.sip_uri, result.dial_in, status
-                if _shown(row) != shown:
+                if conference_shown(row) != shown:
                     # The shared calendar copies show the conference (URL, CONFERENCE, its SIP
                     # address): a conference that came up, moved or ended is pushed to them.
                     meeting = await uow.session.get(m.Meeting, meeting_id)
