@@ -70,17 +70,11 @@ async def push_jobs(session: AsyncSession, changed: Sequence[Changed], *, new: b
     return jobs
 
 
-async def plan_meetings_showing(session: AsyncSession, meeting_ids: Any, more: Any = None) -> list[m.Meeting]:
-    """Queue a push to every calendar of the meetings still to come among `meeting_ids` (a
-    subquery): a room, site or person their copies show has changed. `more(meetings)` adds jobs of
-    its own to the same statement (in meeting order, so that two such changes at once queue in the
-    same order). Returns the meetings."""
-    meetings = list(await session.scalars(select(m.Meeting).where(
+async def meetings_to_come(session: AsyncSession, meeting_ids: Any) -> list[m.Meeting]:
+    """The meetings among `meeting_ids` (a subquery) that have not ended, in id order (so that two
+    writes queueing jobs for the same meetings queue them in the same order)."""
+    return list(await session.scalars(select(m.Meeting).where(
         m.Meeting.id.in_(meeting_ids), m.Meeting.ends_at > now()).order_by(m.Meeting.id)))
-    if meetings:
-        jobs = await push_jobs(session, [(meeting, (), None) for meeting in meetings])
-        await enqueue_many(session, jobs + (await more(meetings) if more is not None else []))
-    return meetings
 
 
 async def attach_calendar(session: AsyncSession, url: str | None, purpose: str, owner_id: uuid.UUID,

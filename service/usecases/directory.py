@@ -10,9 +10,9 @@ from pydantic import BaseModel
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.calendar.plan import attach_calendar, plan_meetings_showing
+from service.calendar.plan import attach_calendar, meetings_to_come, push_jobs
 from service.mailing import invitation_mail_job, invitee_mail_jobs
-from service.outbox import Job
+from service.outbox import enqueue_many
 from service.participation.video import conference_job
 from service.db import models as m
 from service.db.engine import Database
@@ -155,26 +155,25 @@ def _shown_hook(entity: str, then: Saved | None = None) -> Saved:
             rooms = [row.id] if entity == "room" else select(m.Room.id).where(m.Room.site_id == row.id)
             meetings = select(m.RoomBooking.meeting_id).where(
                 m.RoomBooking.room_id.in_(rooms), m.RoomBooking.meeting_id.is_not(None))
-
-        async def more(shown: list[m.Meeting]) -> list[Job]:
-            planned = [mt.id for mt in shown if mt.status == "planned"]
-            jobs: list[Job] = []
-            if entity == "person":
-                # Their own invitations only: a new address needs its copy, the others' copies
-                # naming them can wait for the meeting's next change.
-                invitations = await session.scalars(select(m.Invitation.id).where(
-                    m.Invitation.person_id == row.id, m.Invitation.meeting_id.in_(planned)).order_by(m.Invitation.id))
-                jobs += [invitation_mail_job(inv) for inv in invitations]
-            elif planned:
-                jobs += await invitee_mail_jobs(session, planned)
-            if entity == "room" and "video_endpoint" in before:
-                # A conference whose provider dials the host room (the static provider's SIP
-                # address) follows the room's new address.
-                jobs += [conference_job(mt.id) for mt in shown
-                         if mt.conference is not None and mt.room_ids and mt.room_ids[0] == str(row.id)]
-            return jobs
-
-        await plan_meetings_showing(session, meetings, more)
+        shown = await meetings_to_come(session, meetings)
+        if not shown:
+            return
+        jobs = await push_jobs(session, [(mt, (), None) for mt in shown])
+        planned = [mt.id for mt in shown if mt.status == "planned"]
+        if entity == "person":
+            # Their own invitations only: a new address needs its copy, the others' copies
+            # naming them can wait for the meeting's next change.
+            invitations = await session.scalars(select(m.Invitation.id).where(
+                m.Invitation.person_id == row.id, m.Invitation.meeting_id.in_(planned)).order_by(m.Invitation.id))
+            jobs += [invitation_mail_job(inv) for inv in invitations]
+        elif planned:
+            jobs += await invitee_mail_jobs(session, planned)
+        if entity == "room" and "video_endpoint" in before:
+            # A conference whose provider dials the host room (the static provider's SIP
+            # address) follows the room's new address.
+            jobs += [conference_job(mt.id) for mt in shown
+                     if mt.conference is not None and mt.room_ids and mt.room_ids[0] == str(row.id)]
+        await enqueue_many(session, jobs)
 
     return saved
 
