@@ -15,8 +15,14 @@ a new, empty calendar each, the kinds of client taking turns so that drift hits 
 The objects are rendered by the service's own `render_shared`, with Swedish titles, in
 Europe/Stockholm. Radicale's CPU seconds are read from /proc. Figures are printed, never asserted.
 
+With `--trace`, Radicale runs under bench/radicale_traced.py, which notes each request and each
+hold of its storage lock, and a second table shows where each kind's time went inside Radicale:
+how long its write lock was held, how much of that hold was off the CPU, and how long the lock
+stood free between holds.
+
     ./dev bench caldav_clients                       # 600 creates per round, 3 rounds of each kind
     ./dev bench caldav_clients --creates 300 --rounds 2 --in-flight 1,2,8
+    ./dev bench caldav_clients --trace
 """
 from __future__ import annotations
 
@@ -40,7 +46,20 @@ import aiohttp  # noqa: E402
 from connectors.calendar.base import CalendarAccount  # noqa: E402
 from connectors.calendar.caldav import CaldavConnector, object_name  # noqa: E402
 from service.calendar.ical import Event, render_shared  # noqa: E402
+from bench.radicale_traced import TraceSummary, trace_summary  # noqa: E402
 from tests.support.caldav_servers import RadicaleServer  # noqa: E402
+
+
+class TracedRadicale(RadicaleServer):
+    """The same Radicale, started through bench/radicale_traced.py."""
+
+    def __init__(self, folder: Path, trace: Path) -> None:
+        super().__init__(folder)
+        self.trace = trace
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(ROOT / "bench" / "radicale_traced.py"), str(self.trace), "--config",
+                str(self.folder / "config")]
 
 
 def process_cpu_s(pid: int) -> float:
@@ -61,10 +80,12 @@ def rendered(count: int) -> list[tuple[str, bytes]]:
     return out
 
 
-async def run(creates: int, rounds: int, in_flight: list[int]) -> int:
+async def run(creates: int, rounds: int, in_flight: list[int], trace: bool) -> int:
+    traced: dict[str, list[TraceSummary]] = {}
     with tempfile.TemporaryDirectory(prefix="forumbridge-bench-") as tmp:
         (Path(tmp) / "radicale").mkdir()
-        server = RadicaleServer(Path(tmp) / "radicale")
+        trace_file = Path(tmp) / "radicale.trace"
+        server = TracedRadicale(Path(tmp) / "radicale", trace_file) if trace else RadicaleServer(Path(tmp) / "radicale")
         await asyncio.to_thread(server.start)
         try:
             assert server._process is not None
@@ -101,7 +122,10 @@ async def run(creates: int, rounds: int, in_flight: list[int]) -> int:
                     url = server.new_calendar()
                     cpu0, started = process_cpu_s(pid), time.perf_counter()
                     await send(url)
-                    seen[kind].append((time.perf_counter() - started, process_cpu_s(pid) - cpu0))
+                    ended = time.perf_counter()
+                    seen[kind].append((ended - started, process_cpu_s(pid) - cpu0))
+                    if trace:
+                        traced.setdefault(kind, []).append(trace_summary(trace_file, started, ended))
                     print(f"[round {r + 1}/{rounds}] {kind}: {seen[kind][-1][0]:.2f} s, Radicale CPU "
                           f"{seen[kind][-1][1]:.2f} s", flush=True)
             await connector.close()
@@ -114,6 +138,18 @@ async def run(creates: int, rounds: int, in_flight: list[int]) -> int:
     for kind, values in seen.items():
         wall, cpu = sum(w for w, _ in values) / rounds, sum(c for _, c in values) / rounds
         print(f"{kind:28s} {wall:8.2f} {wall / base_wall:11.3f} {cpu:15.2f} {cpu / base_cpu:11.3f}")
+    if traced:
+        print("\nInside Radicale (bench/radicale_traced.py), means per round, seconds: the write lock held, of")
+        print("which its holder was off the CPU, the lock free between holds, the CPU of the requests' threads")
+        print("outside the write lock; and how many holds ended with the next request already asking for it.")
+        print(f"{'client':28s} {'held':>7s} {'off CPU':>8s} {'free':>7s} {'CPU outside':>12s} {'handed on':>10s}")
+        for kind, values in traced.items():
+            n = len(values)
+            held, off = sum(v.write_held for v in values) / n, sum(v.write_held_off_cpu for v in values) / n
+            free = sum(v.write_free for v in values) / n
+            outside = sum(v.request_cpu - v.write_held_cpu for v in values) / n
+            handed = sum(v.waiting_when_freed for v in values) / max(1, sum(v.holds - 1 for v in values))
+            print(f"{kind:28s} {held:7.2f} {off:8.2f} {free:7.2f} {outside:12.2f} {handed:10.0%}")
     return 0
 
 
@@ -122,8 +158,10 @@ def main() -> int:
     p.add_argument("--creates", type=int, default=600, help="objects per round (default 600)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of each kind of client (default 3)")
     p.add_argument("--in-flight", default="1,2,8", help="connector concurrencies to try (default 1,2,8)")
+    p.add_argument("--trace", action="store_true", help="run Radicale under bench/radicale_traced.py and show "
+                   "where its time went")
     args = p.parse_args()
-    return asyncio.run(run(args.creates, args.rounds, [int(n) for n in args.in_flight.split(",")]))
+    return asyncio.run(run(args.creates, args.rounds, [int(n) for n in args.in_flight.split(",")], args.trace))
 
 
 if __name__ == "__main__":
