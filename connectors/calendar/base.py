@@ -80,8 +80,10 @@ class CalendarConnector(Protocol):
         can never make a second copy. No I/O."""
         ...
 
-    async def put(self, calendar_url: str, uid: str, data: bytes, etag: str | None) -> tuple[str, str | None]:
-        """Store one calendar object under the name derived from `uid`; return (href, new ETag).
+    async def put(self, calendar_url: str, uid: str, data: bytes, etag: str | None,
+                  href: str | None = None) -> tuple[str, str | None]:
+        """Store one calendar object under `href`, or by default under the name derived from `uid`
+        (a client may have filed our object under a name of its own); return (href, new ETag).
 
         `etag` None creates (``If-None-Match: *``); otherwise the write happens only if the stored
         object still has that ETag (``If-Match``). Raises `CalendarPreconditionFailed` when the object

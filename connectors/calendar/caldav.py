@@ -122,9 +122,11 @@ class CaldavConnector:
 
     # ---- single objects -------------------------------------------------------------------------
 
-    async def put(self, calendar_url: str, uid: str, data: bytes, etag: str | None) -> tuple[str, str | None]:
-        """Create (etag None) or conditionally replace the object for `uid`; (href, new ETag)."""
-        url, href = self._resolve(calendar_url, self.object_href(calendar_url, uid))
+    async def put(self, calendar_url: str, uid: str, data: bytes, etag: str | None,
+                  href: str | None = None) -> tuple[str, str | None]:
+        """Create (etag None) or conditionally replace the object for `uid`, at `href` when given;
+        (href, new ETag)."""
+        url, href = self._resolve(calendar_url, href or self.object_href(calendar_url, uid))
         headers = {"Content-Type": "text/calendar; charset=utf-8"}
         if etag is None:
             headers["If-None-Match"] = "*"

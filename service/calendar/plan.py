@@ -5,7 +5,7 @@ import hashlib
 import uuid
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import literal, select, union_all
+from sqlalchemy import delete, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import models as m
@@ -79,14 +79,22 @@ async def meetings_to_come(session: AsyncSession, meeting_ids: Any) -> list[m.Me
 
 async def attach_calendar(session: AsyncSession, url: str | None, purpose: str, owner_id: uuid.UUID,
                           previous_url: str | None) -> None:
-    """Register a forum's or room's calendar, and queue its meetings there (and away from the old one)."""
+    """Register a forum's or room's calendar, and queue its meetings there (and away from the old one).
+
+    The busy blocks a room had from the calendar it leaves go with it: nothing reads that calendar
+    for the room any more, so they would never follow their events again. A calendar given to a new
+    owner starts afresh (no sync token, no blocks): its first sync lists it for that owner."""
+    if previous_url and previous_url != url:
+        await _drop_blocks(session, previous_url)
     if url:
         cal = await session.scalar(select(m.Calendar).where(m.Calendar.url == url))
-        if cal is not None and cal.owner_id != owner_id and await _still_used(session, cal):
+        if cal is not None and cal.owner_id != owner_id and await _still_used(session, cal, owner_id):
             raise Conflict(f"calendar_url: {url} is already the calendar of another {cal.purpose}", field="calendar_url")
         if cal is None:
             session.add(m.Calendar(url=url, purpose=purpose, owner_id=owner_id))
         else:
+            if cal.owner_id != owner_id or cal.purpose != purpose:
+                await _drop_blocks(session, url)
             cal.purpose, cal.owner_id, cal.sync_token = purpose, owner_id, None
         await session.flush()
     if purpose == "forum":
@@ -109,9 +117,20 @@ async def attach_calendar(session: AsyncSession, url: str | None, purpose: str, 
     await enqueue_many(session, jobs)
 
 
-async def _still_used(session: AsyncSession, cal: m.Calendar) -> bool:
-    forum = await session.scalar(select(m.Forum.id).where(m.Forum.calendar_url == cal.url))
-    room = await session.scalar(select(m.Room.id).where(m.Room.calendar_url == cal.url))
+async def _still_used(session: AsyncSession, cal: m.Calendar, owner_id: uuid.UUID) -> bool:
+    """Whether a forum or room other than `owner_id` (whose new URL is flushed already) names `cal`."""
+    forum = await session.scalar(select(m.Forum.id).where(m.Forum.calendar_url == cal.url, m.Forum.id != owner_id))
+    room = await session.scalar(select(m.Room.id).where(m.Room.calendar_url == cal.url, m.Room.id != owner_id))
     return bool(forum or room)
+
+
+async def _drop_blocks(session: AsyncSession, url: str) -> None:
+    """The busy blocks read from the calendar at `url` removed, their open conflicts resolved."""
+    calendar_id = select(m.Calendar.id).where(m.Calendar.url == url).scalar_subquery()
+    await session.execute(update(m.Conflict).where(
+        m.Conflict.calendar_id == calendar_id, m.Conflict.kind == "calendar_event_overlaps_booking",
+        m.Conflict.resolved_at.is_(None)).values(resolved_at=now()))
+    await session.execute(delete(m.RoomBooking).where(
+        m.RoomBooking.calendar_id == calendar_id, m.RoomBooking.source == "calendar"))
 
 

@@ -30,7 +30,7 @@ from service.db import models as m
 from service.errors import DomainError, RoomConflict
 from service.timeutil import now
 from service.usecases.base import UnitOfWork
-from service.usecases.meetings import Meetings, lock_meetings, lock_rooms, lost_race
+from service.usecases.meetings import Meetings, lock_meetings, lock_room_ids, lock_rooms, lost_race
 
 log = logging.getLogger("forumbridge.calendar")
 RSVP = {"ACCEPTED": "accepted", "DECLINED": "declined", "TENTATIVE": "tentative", "NEEDS-ACTION": "needs-action"}
@@ -92,6 +92,13 @@ class PullRules:
         Such an object is held back (nothing applied, its ETag not recorded); the caller then keeps
         the old sync token, so that the next sync sees the object again, with the push recorded."""
         known = await self.preload(uow, cal, seen, deleted)
+        if cal.purpose == "room" and cal.owner_id is not None and (seen or deleted):
+            # The room's row locked (PostgreSQL) before its busy blocks are written and checked
+            # against our bookings, as every booking locks it before checking them: otherwise a
+            # booking and a new block could each find the room free and both commit. The rooms of
+            # the meetings this pull may move are taken with it, in the one order all writers use.
+            await lock_room_ids(uow.session, {cal.owner_id} | {
+                uuid.UUID(r) for meeting in known.meetings.values() for r in meeting.room_ids})
         held = [obj for obj in seen if self._in_flight(obj, known, in_flight)]
         seen = [obj for obj in seen if obj not in held]
         moves = [move for obj in seen if (move := await self.changed(uow, cal, obj, known)) is not None]
@@ -152,6 +159,13 @@ class PullRules:
             known = await self.preload(uow, cal, [seen])
         obj = known.ours(seen)
         if obj is not None:
+            if obj.href != seen.href:
+                # A client filed our event under a name of its own (a calendar holds one object per
+                # UID, so the old name is gone): our record follows it, and so do our later writes.
+                if known.by_href.get(obj.href) is obj:
+                    del known.by_href[obj.href]
+                obj.href = seen.href
+                known.by_href[seen.href] = obj
             if obj.etag is not None and obj.etag == seen.etag:
                 return None  # our own write
             return await self._ours_changed(uow, cal, obj, seen, known)

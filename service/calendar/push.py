@@ -175,7 +175,8 @@ class CalendarPusher:
                 return True, None
             return True, Done(functools.partial(self._forget, calendar_id, uid))
         try:
-            href, etag = await self.connector.put(url, uid, data, known[1] if known else None)
+            href, etag = await self.connector.put(url, uid, data, known[1] if known else None,
+                                                  known[0] if known else None)
         except CalendarPreconditionFailed:
             await self._reconcile(calendar_id, url, known[0] if known else self.connector.object_href(url, uid), uid)
             return False, None

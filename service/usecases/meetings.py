@@ -106,9 +106,14 @@ async def lock_rooms(s: AsyncSession, meeting_ids: Sequence[uuid.UUID]) -> None:
     its own order."""
     if not _on_postgresql(s) or not meeting_ids:
         return
-    ids = sorted({uuid.UUID(r) for mid in meeting_ids
-                  if (meeting := await s.get(m.Meeting, mid)) is not None for r in meeting.room_ids})
-    if ids:
+    await lock_room_ids(s, {uuid.UUID(r) for mid in meeting_ids
+                            if (meeting := await s.get(m.Meeting, mid)) is not None for r in meeting.room_ids})
+
+
+async def lock_room_ids(s: AsyncSession, room_ids: Iterable[uuid.UUID]) -> None:
+    """On PostgreSQL, lock these rooms (`_rooms_locked`) all at once."""
+    ids = sorted(set(room_ids))
+    if ids and _on_postgresql(s):
         await s.execute(_rooms_locked(select(m.Room.id).where(m.Room.id.in_(ids))))
 
 
