@@ -280,7 +280,8 @@ class PullRules:
             await enqueue_push(s, meeting.id, cal.url)
             uow.audit("calendar_garbage_reverted", "meeting", meeting.id, {"calendar": cal.url})
             return None
-        self._partstats(uow, known.invitations.get(meeting.id, ()), ev)
+        self._partstats(uow, known.invitations.get(meeting.id, ()), ev, obj.partstats)
+        obj.partstats = dict(ev.attendees)
         if meeting.status == "cancelled":
             if ev.status != "CANCELLED":
                 await enqueue_push(s, meeting.id, cal.url)
@@ -294,11 +295,16 @@ class PullRules:
         return None
 
     @staticmethod
-    def _partstats(uow: UnitOfWork, invitations: Sequence[tuple[m.Invitation, m.Person]], ev: ParsedEvent) -> None:
+    def _partstats(uow: UnitOfWork, invitations: Sequence[tuple[m.Invitation, m.Person]], ev: ParsedEvent,
+                   before: dict[str, str] | None) -> None:
+        """The RSVPs a client changed in its copy: those whose PARTSTAT differs from what the copy
+        held before (`before`: what we last wrote or read there; None: not known, every one)."""
         if not ev.attendees:
             return
         for inv, person in invitations:
             partstat = ev.attendees.get(person.email_key)
+            if before is not None and partstat is not None and before.get(person.email_key) == partstat:
+                continue  # as the copy held it already: the client changed something else
             rsvp = RSVP.get((partstat or "").upper())
             if rsvp and rsvp != inv.rsvp:
                 uow.audit("rsvp_from_calendar", "invitation", inv.id, {"from": inv.rsvp, "to": rsvp})

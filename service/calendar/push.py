@@ -42,10 +42,12 @@ def _upsert_object(dialect: str) -> Any:
         id=bindparam("id"), calendar_id=bindparam("calendar_id"),
         meeting_id=select(meetings.c.id).where(meetings.c.id == bindparam("meeting_id")).scalar_subquery(),
         uid=bindparam("uid"), href=bindparam("href"), etag=bindparam("etag"), sequence=bindparam("sequence"),
+        partstats=bindparam("partstats", type_=table.c.partstats.type),
     )
     return stmt.on_conflict_do_update(
         index_elements=["calendar_id", "uid"],
-        set_={"href": stmt.excluded.href, "etag": stmt.excluded.etag, "sequence": stmt.excluded.sequence},
+        set_={"href": stmt.excluded.href, "etag": stmt.excluded.etag, "sequence": stmt.excluded.sequence,
+              "partstats": stmt.excluded.partstats},
     )
 
 
@@ -68,13 +70,15 @@ _FORUM_URLS = select(m.Forum.id, m.Forum.calendar_url).where(m.Forum.id.in_(bind
 class Plan:
     """What one attempt of a push job acts on, as the database has it: the calendar (None: no longer
     registered, nothing to do), the object's UID, our record of it (href, ETag; None: none), the
-    object's text (None: it should not be in that calendar) and the SEQUENCE that text carries."""
+    object's text (None: it should not be in that calendar), the SEQUENCE that text carries and the
+    attendees' PARTSTATs in it (by lower-case address)."""
 
     calendar_id: uuid.UUID | None
     uid: str
     known: tuple[str, str | None] | None
     data: bytes | None
     sequence: int
+    partstats: dict[str, str] | None = None
 
 
 class CalendarPusher:
@@ -121,19 +125,21 @@ class CalendarPusher:
             forum_ids = list({mt.forum_id for mt in meetings.values()})
             forum_urls = dict((await s.execute(_FORUM_URLS, {"ids": forum_ids})).all()) if forum_ids else {}
             rows = await EventRows.read(s, meetings.values())
-            rendered: dict[uuid.UUID, bytes] = {}
+            rendered: dict[uuid.UUID, tuple[bytes, dict[str, str]]] = {}
             plans = {}
             for meeting_id, url in targets:
                 meeting, uid, calendar_id = meetings.get(meeting_id), uids[meeting_id], calendars.get(url)
-                data = None
+                data, partstats = None, None
                 if meeting is not None and calendar_id is not None and shows(
                         meeting, url, forum_urls.get(meeting.forum_id), rows.room_calendars(meeting)):
                     # The same text in every calendar: rendered once per meeting.
                     if meeting_id not in rendered:
-                        rendered[meeting_id] = render_shared(rows.event(meeting, self.settings))
-                    data = rendered[meeting_id]
+                        event = rows.event(meeting, self.settings)
+                        rendered[meeting_id] = render_shared(event), {
+                            a.email.strip().lower(): a.partstat.upper() for a in event.attendees}
+                    data, partstats = rendered[meeting_id]
                 plans[(meeting_id, url)] = Plan(calendar_id, uid, recorded.get((calendar_id, uid)), data,
-                                                meeting.sequence if meeting else 0)
+                                                meeting.sequence if meeting else 0, partstats)
         return plans
 
     async def __call__(self, payload: dict[str, Any], prepared: Plan | None = None) -> Done | None:
@@ -186,7 +192,8 @@ class CalendarPusher:
             # The server changed what we sent (RFC 4791 says it then sends no ETag): read its version.
             stored = await self.connector.get(url, href)
             etag = stored.etag if stored else None
-        return True, Done(functools.partial(self._record, calendar_id, meeting_id, uid, href, etag, sequence))
+        return True, Done(functools.partial(self._record, calendar_id, meeting_id, uid, href, etag, sequence,
+                                            plan.partstats))
 
     async def _reconcile(self, calendar_id: uuid.UUID, url: str, href: str, uid: str) -> None:
         """412: someone changed or created the object; apply the pull rules to what is there now."""
@@ -217,14 +224,15 @@ class CalendarPusher:
             self.rules.meetings.on_booking(outcome)
 
     async def _record(self, calendar_id: uuid.UUID, meeting_id: uuid.UUID, uid: str, href: str,
-                      etag: str | None, sequence: int, session: AsyncSession) -> None:
-        """Store the object's href, ETag and SEQUENCE in `session`: one upsert on (calendar, UID).
+                      etag: str | None, sequence: int, partstats: dict[str, str] | None,
+                      session: AsyncSession) -> None:
+        """Store the object's href, ETag, SEQUENCE and PARTSTATs in `session`: one upsert on (calendar, UID).
 
         A new row links the meeting only while it still exists; an existing row keeps its link.
         """
         await session.execute(_upsert_object(self.db.dialect), {
             "id": uuid.uuid4(), "calendar_id": calendar_id, "meeting_id": meeting_id, "uid": uid, "href": href,
-            "etag": etag, "sequence": sequence})
+            "etag": etag, "sequence": sequence, "partstats": partstats})
 
     @staticmethod
     async def _forget(calendar_id: uuid.UUID, uid: str, session: AsyncSession) -> None:

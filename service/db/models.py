@@ -254,6 +254,11 @@ class CalendarObject(Base):
     href: Mapped[str] = mapped_column(String(2000))
     etag: Mapped[str | None] = mapped_column(String(500))
     sequence: Mapped[int] = mapped_column(Integer, default=0)
+    # The attendees' PARTSTATs (by lower-case address) in the copy the server holds, as far as we
+    # know it: what we last wrote or last read there. A pull takes an RSVP from a client's copy only
+    # where it differs from this, so a client's edit of anything else, made on a copy older than an
+    # RSVP given through the service, does not undo that RSVP. None: not known (adopted objects).
+    partstats: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (UniqueConstraint("calendar_id", "uid", name="uq_calendar_objects_calendar_uid"),)
     # A pull that sees an object gone and a push that removed it may both drop its record; the one

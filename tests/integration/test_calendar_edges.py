@@ -1,5 +1,5 @@
-"""Calendar sync where clients, the secretariat and the sync cross each other's paths: a calendar
-re-filing our event, a room changing or
+"""Calendar sync where clients, the secretariat and the sync cross each other's paths: an RSVP given
+in the service against a client's older copy, a calendar re-filing our event, a room changing or
 handing on its calendar, a busy block and a booking of one room at the same moment."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from service.usecases import meetings as meetings_module
 from tests.conftest import meeting_body
 from tests.integration.test_calendar_sync import (  # noqa: F401 - fixtures used by name
-    STHLM, _foreign_event, calendars, client, objects, settings, settle, vevent,
+    STHLM, _foreign_event, _rewrite, calendars, client, objects, settings, settle, vevent,
 )
 from tests.support.caldav_servers import CaldavServer
 from tests.support.http import ApiClient
@@ -31,6 +31,32 @@ async def _book(api: ApiClient, world: dict[str, Any], room: str) -> tuple[int, 
     """A meeting in `room` at 09:30 to 10:30 on the board meeting's day."""
     return await api.post("/api/v1/meetings", meeting_body(world, room, start="2027-04-05T09:30:00",
                                                             end="2027-04-05T10:30:00"))
+
+
+async def test_an_rsvp_given_in_the_service_survives_a_clients_older_copy(
+        api: ApiClient, world: dict[str, Any], calendars: dict[str, str], caldav_server: CaldavServer) -> None:
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    person = await api.ok("POST", "/api/v1/people", {"name": "Åsa Öberg", "email": "asa@regeringen.example"})
+    inv = await api.ok("POST", f"/api/v1/meetings/{meeting['id']}/invitations",
+                       {"person_id": person["id"], "mode": "remote"})
+    await settle(api)
+    # Someone corrects the title in the forum calendar; Åsa's PARTSTAT there stays NEEDS-ACTION, as
+    # we wrote it. Then, before any sync, Åsa declines through the service: its push meets the
+    # client's copy (412), and the pull rules read that copy.
+    [(href, _)] = await objects(caldav_server, calendars["forum"])
+    _rewrite(caldav_server, href, b"", SUMMARY="Forummöte (rättad titel)")
+    await api.ok("PATCH", f"/api/v1/invitations/{inv['id']}", {"rsvp": "declined"})
+    await settle(api)
+    assert (await api.ok("GET", f"/api/v1/invitations/{inv['id']}"))["rsvp"] == "declined"
+    for url in (calendars["forum"], calendars["Tillväxten"]):
+        [(_, data)] = await objects(caldav_server, url)
+        attendee = [a for a in vevent(data).get("ATTENDEE", []) if "asa@regeringen.example" in str(a).lower()]
+        assert [a.params.get("PARTSTAT") for a in attendee] == ["DECLINED"], url
+    # A PARTSTAT a client does change still comes back.
+    [(href, _)] = await objects(caldav_server, calendars["forum"])
+    _rewrite(caldav_server, href, b"", PARTSTAT=("asa@regeringen.example", "ACCEPTED"))
+    await settle(api)
+    assert (await api.ok("GET", f"/api/v1/invitations/{inv['id']}"))["rsvp"] == "accepted"
 
 
 async def test_our_event_filed_under_another_name_by_a_client_still_follows_the_meeting(
