@@ -101,7 +101,7 @@ class PullRules:
                 uuid.UUID(r) for meeting in known.meetings.values() for r in meeting.room_ids})
         held = [obj for obj in seen if self._in_flight(obj, known, in_flight)]
         seen = [obj for obj in seen if obj not in held]
-        moves = [move for obj in seen if (move := await self.changed(uow, cal, obj, known)) is not None]
+        moves = [move for obj in seen if (move := await self.changed(uow, cal, obj, known, in_flight)) is not None]
         for href in deleted:
             await self.deleted(uow, cal, href, known)
         return await self.apply_moves(uow, cal, moves), len(held)
@@ -112,7 +112,7 @@ class PullRules:
             return False
         obj = known.ours(seen)
         if obj is None:
-            # Not recorded yet: a create in flight, whose object the pull ignores as ours anyway.
+            # Not recorded yet: a create in flight, which records it itself (`_adopt` leaves it).
             return False
         return obj.meeting_id in in_flight and (obj.etag is None or obj.etag != seen.etag)
 
@@ -153,7 +153,8 @@ class PullRules:
                 known.blocks.setdefault(b.external_href, []).append(b)
         return known
 
-    async def changed(self, uow: UnitOfWork, cal: m.Calendar, seen: Seen, known: Known | None = None) -> Move | None:
+    async def changed(self, uow: UnitOfWork, cal: m.Calendar, seen: Seen, known: Known | None = None,
+                      in_flight: Collection[uuid.UUID] = ()) -> Move | None:
         """One object as seen in the calendar; a client's move of our event is returned for `apply_moves`."""
         if known is None:
             known = await self.preload(uow, cal, [seen])
@@ -170,7 +171,8 @@ class PullRules:
                 return None  # our own write
             return await self._ours_changed(uow, cal, obj, seen, known)
         if seen.event is not None and seen.event.ours:
-            return None  # one of ours that this calendar should not hold: the next push removes it
+            await self._adopt(uow, cal, seen, known, in_flight)
+            return None
         if cal.purpose == "room":
             await self._busy_block(uow, cal, seen, known)
         return None
@@ -293,6 +295,26 @@ class PullRules:
         if (ev.starts_at, ev.ends_at) != (meeting.starts_at, meeting.ends_at):
             return Move(meeting.id, cal.url, ev.starts_at, ev.ends_at)
         return None
+
+    @staticmethod
+    async def _adopt(uow: UnitOfWork, cal: m.Calendar, seen: Seen, known: Known,
+                     in_flight: Collection[uuid.UUID]) -> None:
+        """One of our meetings' events that this calendar holds without our record of it: a client
+        dragged it here from another calendar, say, or a create's answer was lost. It goes on record
+        under the name the client gave it, and a push makes it right: it is removed where the meeting
+        does not belong, brought up to date where it does. A create of ours still in flight records
+        it itself; an event naming no meeting of ours is left alone."""
+        assert seen.event is not None
+        s = uow.session
+        meeting_id = await s.scalar(select(m.Meeting.id).where(m.Meeting.uid == seen.event.uid))
+        if meeting_id is None or meeting_id in in_flight:
+            return
+        obj = m.CalendarObject(calendar_id=cal.id, meeting_id=meeting_id, uid=seen.event.uid, href=seen.href,
+                               etag=seen.etag, partstats=dict(seen.event.attendees))
+        s.add(obj)
+        known.by_href[seen.href], known.by_uid[obj.uid] = obj, obj
+        await enqueue_push(s, meeting_id, cal.url)
+        uow.audit("calendar_copy_adopted", "meeting", meeting_id, {"calendar": cal.url, "href": seen.href})
 
     @staticmethod
     def _partstats(uow: UnitOfWork, invitations: Sequence[tuple[m.Invitation, m.Person]], ev: ParsedEvent,

@@ -145,3 +145,27 @@ async def test_a_busy_block_and_a_booking_of_the_room_at_the_same_moment_never_b
     await settle(api)
     conflicts = (await api.ok("GET", "/api/v1/conflicts?status=open"))["items"]
     assert code == 409 or [c for c in conflicts if c["kind"] == "calendar_event_overlaps_booking"], (code, body)
+
+
+async def test_our_event_dragged_into_another_rooms_calendar_goes_back_where_it_belongs(
+        api: ApiClient, world: dict[str, Any], calendars: dict[str, str], caldav_server: CaldavServer) -> None:
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(world, "Tillväxten"))
+    await settle(api)
+    [(href, copy)] = await objects(caldav_server, calendars["Tillväxten"])
+    uid = str(vevent(copy).get("UID"))
+    status, _, data = caldav_server.request("GET", href)
+    assert status == 200
+    # A client moves the event to Storsjön's calendar: deleted in one, created in the other, same UID.
+    assert caldav_server.request("DELETE", href)[0] in (200, 204)
+    status, _, body = caldav_server.request("PUT", calendars["Storsjön"] + "flyttad.ics", data,
+                                            {"Content-Type": "text/calendar", "If-None-Match": "*"})
+    assert status in (201, 204), body
+    await settle(api)
+    # Storsjön's calendar does not show the room booked by a meeting that is not there; Tillväxten's
+    # shows it again; the meeting still has its room.
+    assert await objects(caldav_server, calendars["Storsjön"]) == []
+    [(_, back)] = await objects(caldav_server, calendars["Tillväxten"])
+    assert str(vevent(back).get("UID")) == uid
+    assert (await api.ok("GET", f"/api/v1/meetings/{meeting['id']}"))["room_ids"] == meeting["room_ids"]
+    status = await api.ok("GET", "/api/v1/calendars")
+    assert all(c["failed_jobs"] == 0 and c["pending_jobs"] == 0 for c in status["items"]), status
