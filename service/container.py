@@ -5,6 +5,7 @@ import asyncio
 import io
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Awaitable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -152,6 +153,6 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         link_keys=keys,
         links=Links(db, keys, settings, video),
         video=video,
-        attendance=Attendance(db, video.reporting_presence()),
+        attendance=Attendance(db, video.reporting_presence(), timedelta(minutes=settings.join.early_minutes)),
         mail=sender,
     )

@@ -5,7 +5,7 @@ import csv
 import io
 import uuid
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterable
 
 from sqlalchemy import select
@@ -33,10 +33,13 @@ async def record(session: AsyncSession, invitation_id: uuid.UUID, kind: str, at:
 
 
 class Attendance:
-    def __init__(self, db: Database, reports_presence: Iterable[str]) -> None:
+    def __init__(self, db: Database, reports_presence: Iterable[str], early: timedelta = timedelta(minutes=30)) -> None:
         self.db = db
         # Providers whose webhooks say who joined and left (not just who opened a link).
         self.reports_presence = set(reports_presence)
+        # How early before its start a meeting's video opens: presence with no reported end counts
+        # from then on only (`presence`).
+        self.early = early
 
     async def ingest(self, events: list[tuple[str, str, datetime, str, str]]) -> int:
         """Record provider events (invitation id, kind, at, source, dedup key); unknown invitations are skipped."""
@@ -102,12 +105,12 @@ class Attendance:
                      for x in sorted(meeting.sessions, key=lambda x: (x.starts_at, x.id))] or [
                 (None, meeting.title, meeting.starts_at, meeting.ends_at)]
             # Read now: the session's end expires the rows.
-            meeting_id, title, ends_at = meeting.id, meeting.title, meeting.ends_at
+            meeting_id, title, ends_at, starts_at = meeting.id, meeting.title, meeting.ends_at, meeting.starts_at
         reports = provider in self.reports_presence
         until = min(ends_at, now())
         out_rows: list[api.AttendanceRow] = []
         for inv_id, session_ids, mode, site_id, person_id, name, email, organisation in people:
-            intervals = presence(marks.get(inv_id, []), until, reports)
+            intervals = presence(marks.get(inv_id, []), until, reports, starts_at - self.early)
             expected_ids = None if session_ids is None else {uuid.UUID(x) for x in session_ids}
             for sid, session_title, start, end in spans:
                 o = overlap(intervals, start, end)

@@ -24,32 +24,45 @@ class Interval:
     estimated: bool = False
 
 
-def presence(marks: Iterable[Mark], until: datetime, provider_reports: bool) -> list[Interval]:
+def presence(marks: Iterable[Mark], until: datetime, provider_reports: bool,
+             earliest: datetime | None = None) -> list[Interval]:
     """Merged presence intervals of one participant, cut at `until` (the meeting's end, or now).
 
-    With a provider that reports presence, joined/left events make the intervals:
-    events are put in time order first, so their arrival order does not matter;
-    a join while already present (a second device) and a leave while absent
-    change nothing. Without one, each link open counts as present from then to
-    `until`, marked estimated. Manual events always count as joins and leaves.
+    Events are put in time order first, so their arrival order does not matter; at the same
+    instant a join comes before a leave (a device that connects and drops within one second of a
+    provider's clock was there for no time, not for the rest of the meeting). A join while already
+    present (a second device) and a leave while absent change nothing. Manual events always count
+    as joins and leaves. With a provider that reports presence, its joins and leaves make the
+    intervals and link opens say nothing more. Without one, a link open counts as a join whose
+    leave is not known, so a manual leave ends it; opening the link again while present changes
+    nothing.
+
+    `earliest` (the meeting's start, less how early its video opens): presence whose end was never
+    reported counts only from a mark at or after it. A link tried days before, on the meeting's
+    first date before it was moved, or a join whose leave was lost on another day, says nothing
+    about the meeting; a later join starts afresh.
     """
-    ordered = sorted(marks, key=lambda m: (m.at, 0 if m.kind == "left" else 1))
+    ordered = sorted(marks, key=lambda m: (m.at, 1 if m.kind == "left" else 0))
     spans: list[Interval] = []
-    if provider_reports or any(m.kind in ("joined", "left") for m in ordered):
-        depth, start, source = 0, None, ""
-        for mark in ordered:
-            if mark.kind == "joined":
-                if depth == 0:
-                    start, source = mark.at, mark.source
+    depth, start, source = 0, None, ""
+    for mark in ordered:
+        if mark.kind == "link_opened" and provider_reports:
+            continue
+        if mark.kind in ("joined", "link_opened"):
+            if earliest is not None and mark.at < earliest and mark.kind == "link_opened":
+                continue
+            if depth > 0 and earliest is not None and start is not None and start < earliest <= mark.at:
+                depth = 0  # present since before the meeting, its leave never seen: start afresh
+            if depth == 0:
+                start, source = mark.at, mark.source
+            if mark.kind == "joined" or depth == 0:
                 depth += 1
-            elif mark.kind == "left" and depth > 0:
-                depth -= 1
-                if depth == 0 and start is not None:
-                    spans.append(Interval(start, min(mark.at, until), source))
-        if depth > 0 and start is not None:
-            spans.append(Interval(start, until, source, estimated=True))
-    else:
-        spans = [Interval(m.at, until, m.source, estimated=True) for m in ordered if m.kind == "link_opened"]
+        elif mark.kind == "left" and depth > 0:
+            depth -= 1
+            if depth == 0 and start is not None:
+                spans.append(Interval(start, min(mark.at, until), source))
+    if depth > 0 and start is not None and (earliest is None or start >= earliest):
+        spans.append(Interval(start, until, source, estimated=True))
     return merge([s for s in spans if s.end > s.start])
 
 

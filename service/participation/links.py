@@ -84,7 +84,9 @@ _RECORD_SQLITE = ("INSERT INTO attendance_events (id, invitation_id, kind, at, s
                   "VALUES (?, ?, 'link_opened', ?, 'link', NULL, ?)")
 # On PostgreSQL the lookup and the writing are one statement, one round trip, committed on its own:
 # every asked hash (repeats included) whose link opens its meeting's video gets its link_opened row.
-# The conditions are those of `Links._opened`, which then gives each join the same outcome.
+# The conditions are those of `Links._opened` and of `VideoGateway.personal_url`, which then give each
+# join the same outcome: a conference that is active, and for a static room one with a web link (a
+# room reached by SIP only has no personal link to give, and a join refused is no presence).
 _OPEN_PG = """
     WITH found AS (""" + _RESOLVE_COLUMNS.replace("SELECT jt.token_hash,", "SELECT jt.token_hash AS digest,") \
     .replace("inv.id,", "inv.id AS invitation_id,").replace("mt.ends_at, mt.status,", "mt.ends_at AS ends, mt.status AS state,") \
@@ -96,6 +98,7 @@ _OPEN_PG = """
           FROM unnest($1::varchar[]) AS asked (digest) JOIN found f ON f.digest = asked.digest
          WHERE f.revoked_at IS NULL AND f.generation = f.token_generation AND $2::timestamptz <= f.ends + $3::interval
            AND f.state = 'planned' AND f.video IS NOT NULL AND f.ends > f.starts_at
+           AND f.status = 'active' AND (f.video <> 'static' OR f.host_url IS NOT NULL)
         RETURNING 1)
     SELECT found.*, (SELECT count(*) FROM opened) FROM found
 """
@@ -138,12 +141,13 @@ class _Target:
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """A link open that has been recorded: what its personal video URL is made of."""
+    """A link open that has been recorded: what its personal video URL is made of, and the URL."""
 
     meeting: MeetingInfo
     conference: ConferenceInfo
     conference_status: str
     who: Participant
+    url: str = ""
 
 
 def _on_sqlite_thread(driver: Any, work: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -216,8 +220,7 @@ class Links:
         """Record the link open (committed before this returns) and give the personal video URL, made now."""
         if not plausible(token):
             raise LinkUnknown("no such link")
-        opened = await self.opens.submit(token_hash(token))
-        return self.video.personal_url(opened.meeting, opened.conference, opened.conference_status, opened.who)
+        return (await self.opens.submit(token_hash(token))).url
 
     async def _record_opens(self, conn: AsyncConnection, hashes: Sequence[str]) -> list[Opened | DomainError]:
         """One batch of joins, in one transaction of its own: resolve every token in one query, then write
@@ -301,9 +304,11 @@ class Links:
             raise NoVideo("this meeting has no video conference")
         if target.meeting is None:
             raise NoVideo(f"no personal video link can be made: {target.problem}")
-        return Opened(target.meeting, target.conference, target.conference_status,  # type: ignore[arg-type]
-                      Participant(invitation_id=str(link.invitation_id), name=link.name, email=link.email,
-                                  moderator=False))
+        who = Participant(invitation_id=str(link.invitation_id), name=link.name, email=link.email, moderator=False)
+        # Made before the open is recorded: a join that gets no video (a conference not ready, a
+        # provider that cannot make a personal link) is refused and leaves no trace of presence.
+        url = self.video.personal_url(target.meeting, target.conference, target.conference_status, who)  # type: ignore[arg-type]
+        return Opened(target.meeting, target.conference, target.conference_status, who, url)  # type: ignore[arg-type]
 
     async def rsvp(self, token: str, answer: str) -> None:
         async with UnitOfWork(self.db, Actor("participant"), write=True) as uow:

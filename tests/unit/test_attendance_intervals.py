@@ -17,11 +17,12 @@ def at(minute: int) -> datetime:
 
 
 def minutes_present_reference(events: list[tuple[int, str]], until: int, lo: int, hi: int) -> int:
-    """Walk the minutes one by one: present while more joins than leaves have happened (never below zero)."""
+    """Walk the minutes one by one: present while more joins than leaves have happened (never below zero;
+    at the same minute joins count first)."""
     present = 0
     for minute in range(lo, min(hi, until)):
         depth = 0
-        for t, kind in sorted(events, key=lambda e: (e[0], 0 if e[1] == "left" else 1)):
+        for t, kind in sorted(events, key=lambda e: (e[0], 1 if e[1] == "left" else 0)):
             if t > minute:
                 break
             depth = depth + 1 if kind == "joined" else max(0, depth - 1)
@@ -61,6 +62,37 @@ def test_a_link_open_counts_only_where_the_provider_reports_no_presence() -> Non
     [span] = presence(marks, at(120), provider_reports=False)
     assert (span.start, span.end, span.source, span.estimated) == (at(15), at(120), "link", True)
     assert presence(marks, at(120), provider_reports=True) == []
+
+
+def test_a_join_and_a_leave_in_the_same_second_are_no_presence() -> None:
+    # A device that connects and drops within one second of the provider's clock.
+    marks = [Mark(at(5), "left", "jitsi"), Mark(at(5), "joined", "jitsi")]
+    assert presence(marks, at(180), True) == []
+
+
+def test_a_link_tried_long_before_the_meeting_is_no_presence_and_one_opened_in_time_is() -> None:
+    earliest = at(-30)  # the meeting starts at minute 0; its video opens half an hour before
+    tried = [Mark(at(-3 * 24 * 60), "link_opened", "link")]
+    assert presence(tried, at(120), False, earliest) == []
+    [span] = presence([*tried, Mark(at(-10), "link_opened", "link")], at(120), False, earliest)
+    assert (span.start, span.end, span.estimated) == (at(-10), at(120), True)
+
+
+def test_a_manual_leave_ends_the_presence_a_link_open_began() -> None:
+    marks = [Mark(at(0), "link_opened", "link"), Mark(at(20), "link_opened", "link"), Mark(at(60), "left", "manual")]
+    [span] = presence(marks, at(120), False, at(-30))
+    assert (span.start, span.end, span.estimated) == (at(0), at(60), False)
+    # Where the provider reports presence, link opens add nothing and the leave has no join to end.
+    assert presence(marks, at(120), True, at(-30)) == []
+
+
+def test_a_join_whose_leave_was_lost_before_the_meeting_gives_way_to_a_later_join() -> None:
+    earliest = at(-30)
+    lost = [Mark(at(-24 * 60), "joined", "jitsi")]
+    assert presence(lost, at(120), True, earliest) == []
+    marks = [*lost, Mark(at(10), "joined", "jitsi"), Mark(at(50), "left", "jitsi")]
+    [span] = presence(marks, at(120), True, earliest)
+    assert (span.start, span.end, span.estimated) == (at(10), at(50), False)
 
 
 def test_two_devices_overlapping_count_once() -> None:
