@@ -15,7 +15,7 @@ from schemas.common import Out, Wire
 def _zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name of a folder, "Europe"
         raise ValueError(f"unknown IANA time zone {name!r}") from exc
     return name
 

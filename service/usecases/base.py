@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Sequence
 
 from sqlalchemy import Select, and_, or_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import Database, is_unavailable
 from service.db.models import AuditEntry
-from service.errors import Invalid, Unavailable
+from service.errors import Conflict, Invalid, Unavailable
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class UnitOfWork:
         # The connection is taken at the first statement, so a refused connect lands here too.
         if exc is not None and is_unavailable(exc):
             raise Unavailable("the database connection was lost; try again shortly") from exc
+        if isinstance(exc, IntegrityError) and (conflict := raced(exc)) is not None:
+            raise conflict from exc
 
     async def commit(self) -> None:
         wrote_jobs = self.session.info.pop("outbox_written", False)
@@ -82,6 +86,38 @@ class UnitOfWork:
                 details=_jsonable(details or {}),
             )
         )
+
+
+# Unique and foreign keys that a write checks first and another request can still beat to it
+# (PostgreSQL under READ COMMITTED: both pass the check, the database refuses the second), by the
+# field the request names.
+_RACED_FIELDS = {
+    "uq_people_email_key": "email",
+    "uq_invitations_meeting_person": "person_id",
+    "fk_meetings_forum_id_forums": "forum_id",
+    "fk_rooms_site_id_sites": "site_id",
+    "fk_invitations_person_id_people": "person_id",
+    "fk_invitations_site_id_sites": "site_id",
+}
+_UNIQUE_OR_FOREIGN = {"23505", "23503"}
+_CONSTRAINT = re.compile(r"\b((?:uq|fk|pk)_[a-z0-9_]+)")
+
+
+def raced(exc: IntegrityError) -> Conflict | None:
+    """A unique or foreign key refused by the database, after the use case's own check passed: a
+    request committed the same thing, or took away what this one refers to, at the same moment.
+    A 409 naming the field when the key is known; None for other refusals (the room's exclusion
+    constraint is the booking rules' own race, retried where it happens)."""
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    text = str(orig)
+    if state not in _UNIQUE_OR_FOREIGN and not text.startswith(("UNIQUE constraint failed", "FOREIGN KEY constraint failed")):
+        return None
+    found = _CONSTRAINT.search(getattr(getattr(orig, "__cause__", None), "constraint_name", None) or text)
+    field = _RACED_FIELDS.get(found.group(1)) if found else None
+    what = f"{field}: " if field else ""
+    return Conflict(f"{what}another request changed the same data at the same moment; read it again and retry",
+                    **({"field": field} if field else {}))
 
 
 def _jsonable(value: Any) -> Any:
@@ -110,8 +146,11 @@ def decode_cursor(cursor: str, *, key_is_time: bool) -> tuple[Any, uuid.UUID]:
             key = datetime.fromisoformat(key)
             if key.tzinfo is None:
                 raise ValueError
+            key.astimezone(timezone.utc)  # as it is bound: a time past year 9999 in UTC overflows
+        if not isinstance(ident, str):
+            raise TypeError
         return key, uuid.UUID(ident)
-    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, OverflowError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Invalid("cursor", "not a cursor this service gave out") from exc
 
 

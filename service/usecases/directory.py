@@ -188,6 +188,8 @@ async def _check_person(session: AsyncSession, data: dict[str, Any], row: m.Pers
     if data.get("email") is None:
         return
     key = data["email"].strip().lower()
+    if len(key) > 320:  # lower() may lengthen: "İ" becomes two characters
+        raise Invalid("email", "too long once in lower case (at most 320 characters)")
     data["email_key"] = key
     clash = await session.scalar(select(m.Person.id).where(m.Person.email_key == key))
     if clash is not None and (row is None or clash != row.id):

@@ -17,6 +17,7 @@ from service.outbox import enqueue
 from service.timeutil import now
 from service.usecases import views
 from service.usecases.base import Actor, UnitOfWork, fetch_page
+from service.usecases.meetings import lock_meetings
 
 
 async def enqueue_mail(session: Any, invitation_id: uuid.UUID) -> None:
@@ -50,7 +51,10 @@ class Invitations:
     async def create(self, actor: Actor, meeting_id: uuid.UUID, body: api.InvitationCreate) -> api.InvitationOut:
         async with UnitOfWork(self.db, actor, write=True) as uow:
             s = uow.session
-            meeting = await s.get(m.Meeting, meeting_id)
+            # Locked (PostgreSQL) and read afresh with its sessions, as every write of the meeting
+            # does: a session deleted meanwhile is either gone here or not yet deleted, and then its
+            # deletion prunes this invitation too.
+            meeting = (await lock_meetings(s, [meeting_id])).get(meeting_id)
             if meeting is None:
                 raise NotFound(f"no meeting with id {meeting_id}")
             if await s.get(m.Person, body.person_id) is None:
@@ -147,7 +151,7 @@ class Invitations:
         row = await uow.session.get(m.Invitation, invitation_id)
         if row is None:
             raise NotFound(f"no invitation with id {invitation_id}")
-        meeting = await uow.session.get(m.Meeting, row.meeting_id)
+        meeting = (await lock_meetings(uow.session, [row.meeting_id])).get(row.meeting_id)  # as in `create`
         assert meeting is not None
         return row, meeting
 
