@@ -141,6 +141,11 @@ class Invitations:
     async def delete(self, actor: Actor, invitation_id: uuid.UUID) -> None:
         async with UnitOfWork(self.db, actor, write=True) as uow:
             row, meeting = await self._load(uow, invitation_id)
+            if meeting.starts_at <= now() and await uow.session.scalar(
+                    select(m.AttendanceEvent.id).where(m.AttendanceEvent.invitation_id == row.id).limit(1)):
+                # Attendance is kept whole: withdrawing would take the person's joins and leaves with it.
+                raise Conflict("the meeting has begun and this invitation has attendance on record; it stays "
+                               "so that the record of who took part does")
             await withdraw_mail(uow.session, row, meeting)
             await uow.session.delete(row)
             await plan_meeting(uow.session, meeting)

@@ -97,3 +97,18 @@ async def test_a_leave_recorded_by_hand_ends_the_presence_a_link_open_began(
                  {"invitation_id": case["inv"]["id"], "kind": "left",
                   "at": (case["start"] + timedelta(minutes=60)).isoformat()}, status=201)
     assert await _sessions(api, case["meeting"]["id"]) == {"Pass 1": (True, 60.0), "Pass 2": (False, 0.0)}
+
+
+async def test_an_invitation_with_attendance_on_record_cannot_be_withdrawn_once_the_meeting_has_begun(
+        api: ApiClient, world: dict[str, Any], client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    case = await _yesterdays_meeting(api, world, client, "https://video.example.org/forum")
+    assert await _join_at(client, monkeypatch, case["inv"]["join_url"], case["start"] + timedelta(minutes=5)) == 302
+    status, body = await api.delete(f"/api/v1/invitations/{case['inv']['id']}")
+    assert status == 409 and "attendance" in body["detail"], body
+    assert await _sessions(api, case["meeting"]["id"]) == {"Pass 1": (True, 85.0), "Pass 2": (True, 90.0)}
+    # Without attendance, an invitation can still be withdrawn.
+    other = await api.ok("POST", "/api/v1/people", {"name": "Björn Sjöström", "email": "bjorn@region.example"})
+    invitation = await api.ok("POST", f"/api/v1/meetings/{case['meeting']['id']}/invitations",
+                              {"person_id": other["id"], "mode": "remote"})
+    status, _ = await api.delete(f"/api/v1/invitations/{invitation['id']}")
+    assert status == 204
