@@ -5,6 +5,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, bindparam, delete, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -51,6 +52,29 @@ class Span:
     @property
     def length(self) -> timedelta:
         return self.end - self.start
+
+
+def _wall(value: datetime, zone: str) -> datetime:
+    """`value` as the clocks in `zone` show it (naive)."""
+    return value.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+
+
+def _moved_whole(zone: str, old: Span, new: Span) -> bool:
+    """Whether a meeting's new time is its old one moved, by the clocks of its zone: the same hours
+    from start to end as they read it. A meeting over the night the clocks go forward, moved a week
+    on, is a move although it lasts an hour longer."""
+    return _wall(new.end, zone) - _wall(new.start, zone) == _wall(old.end, zone) - _wall(old.start, zone)
+
+
+def _carried(meeting: m.Meeting, old: Span, new: Span) -> list[tuple[datetime, datetime]]:
+    """The sessions' times (in order of start) after a move as a whole: the same clock times
+    relative to the meeting's start; one that would fall where the clocks skip or repeat is refused,
+    naming it."""
+    zone = meeting.timezone
+    shift = _wall(new.start, zone) - _wall(old.start, zone)
+    return [(to_utc(_wall(row.starts_at, zone) + shift, zone, f"sessions.{i}.starts_at"),
+             to_utc(_wall(row.ends_at, zone) + shift, zone, f"sessions.{i}.ends_at"))
+            for i, row in enumerate(sorted(meeting.sessions, key=lambda r: r.starts_at))]
 
 
 def _span(start: datetime, end: datetime, zone: str, prefix: str = "") -> Span:
@@ -549,19 +573,20 @@ class Meetings:
 
     @staticmethod
     def _sessions_fit(meeting: m.Meeting, old: Span, new: Span) -> None:
-        """Raise unless the sessions fit the new time: one moved as a whole takes them along, one
-        resized must still hold them. Changes nothing."""
-        if new.length != old.length:
+        """Raise unless the sessions fit the new time: one moved as a whole takes them along (and
+        they must exist there), one resized must still hold them. Changes nothing."""
+        if _moved_whole(meeting.timezone, old, new):
+            _carried(meeting, old, new)
+        else:
             for i, row in enumerate(sorted(meeting.sessions, key=lambda r: r.starts_at)):
                 _inside(Span(row.starts_at, row.ends_at), new, f"sessions.{i}.")
 
     @staticmethod
     def _carry_sessions(meeting: m.Meeting, old: Span, new: Span) -> None:
         """A meeting moved as a whole takes its sessions along (`_sessions_fit` has checked a resize)."""
-        if new.length == old.length:
-            shift = new.start - old.start
-            for row in meeting.sessions:
-                row.starts_at, row.ends_at = row.starts_at + shift, row.ends_at + shift
+        if _moved_whole(meeting.timezone, old, new):
+            for row, (start, end) in zip(sorted(meeting.sessions, key=lambda r: r.starts_at), _carried(meeting, old, new)):
+                row.starts_at, row.ends_at = start, end
 
     async def _replace_sessions(self, uow: UnitOfWork, meeting: m.Meeting, rows: list[m.Session]) -> None:
         gone = {str(r.id) for r in meeting.sessions}

@@ -151,3 +151,28 @@ async def test_an_email_differing_only_in_the_case_of_swedish_letters_is_the_sam
     await api.ok("POST", "/api/v1/people", {"name": "Åsa Öberg", "email": "Åsa.Öberg@exempel.se"})
     code, problem = await api.post("/api/v1/people", {"name": "Åsa Öberg", "email": "åsa.öberg@EXEMPEL.SE"})
     assert code == 409 and problem["errors"][0]["field"] == "email"
+
+
+async def test_a_meeting_over_the_night_the_clocks_go_forward_moves_a_week_on_with_its_sessions(api, world) -> None:
+    # 28 March 2027: Stockholm goes from 02:00 CET to 03:00 CEST; that night 20:00 to 04:00 is 7 hours.
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2027-03-27T20:00:00", end="2027-03-28T04:00:00",
+        sessions=[{"title": "Kvällspass", "starts_at": "2027-03-27T20:00:00", "ends_at": "2027-03-27T22:00:00"},
+                  {"title": "Nattpass", "starts_at": "2027-03-28T03:00:00", "ends_at": "2027-03-28T04:00:00"}]))
+    # The same clock times a week on, a night of 8 hours: a move, and the sessions keep their clock times.
+    moved = await api.ok("PATCH", f"/api/v1/meetings/{meeting['id']}",
+                         {"starts_at": "2027-04-03T20:00:00", "ends_at": "2027-04-04T04:00:00"})
+    assert [(s["starts_at"], s["ends_at"]) for s in moved["sessions"]] == [
+        ("2027-04-03T20:00:00+02:00", "2027-04-03T22:00:00+02:00"),
+        ("2027-04-04T03:00:00+02:00", "2027-04-04T04:00:00+02:00")]
+    # And back: the night session's clock times exist again that night (03:00 is after the skip).
+    back = await api.ok("PATCH", f"/api/v1/meetings/{meeting['id']}",
+                        {"starts_at": "2027-03-27T20:00:00", "ends_at": "2027-03-28T04:00:00"})
+    assert [s["starts_at"] for s in back["sessions"]] == ["2027-03-27T20:00:00+01:00", "2027-03-28T03:00:00+02:00"]
+    # A move that would put a session where the clocks skip is refused, naming it.
+    skipped = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Storsjön", start="2027-04-03T20:00:00", end="2027-04-04T04:00:00",
+        sessions=[{"title": "Nattpass", "starts_at": "2027-04-04T02:00:00", "ends_at": "2027-04-04T03:00:00"}]))
+    status, body = await api.patch(f"/api/v1/meetings/{skipped['id']}",
+                                   {"starts_at": "2027-03-27T20:00:00", "ends_at": "2027-03-28T04:00:00"})
+    assert status == 422 and "sessions.0.starts_at" in str(body), body
