@@ -90,7 +90,9 @@ class TokenVerifier:
         roles = claims.get("roles", [])
         if isinstance(roles, str):
             roles = [roles]
-        if not isinstance(roles, list) or not isinstance(claims["sub"], str):
+        sub = claims["sub"]
+        # The audit trail stores `sub` as who acted (200 characters; PostgreSQL takes no NUL in text).
+        if not isinstance(roles, list) or not isinstance(sub, str) or not 0 < len(sub) <= 200 or "\0" in sub:
             raise Unauthenticated("malformed roles or sub claim")
         actor = Actor(claims["sub"], frozenset(r for r in roles if r in ROLES))
         if self._jwks is None:

@@ -27,7 +27,7 @@ class CalendarStatus:
             for cal in rows:
                 prefix = push_key(cal.url, "").rstrip(":") + ":"
                 jobs = (await s.scalars(
-                    select(m.OutboxJob).where(m.OutboxJob.key.like(prefix + "%"), m.OutboxJob.status.in_(UNFINISHED))
+                    select(m.OutboxJob).where(m.OutboxJob.key.startswith(prefix, autoescape=True), m.OutboxJob.status.in_(UNFINISHED))
                     .order_by(m.OutboxJob.created_at).limit(100))).all()
                 if cal.url not in owners and not jobs:
                     continue  # a calendar no forum or room uses any more, with nothing left to do
