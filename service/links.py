@@ -3,10 +3,12 @@
 A link's token is HMAC-SHA256(link key, invitation id + generation), 256 bits:
 nobody without the key can make or guess one, and the service can make the
 same token again for an update email or a calendar copy without keeping it.
-The database holds only SHA-256(token). Reissuing moves to the next
-generation and revokes the old one; rotating the key ([join] link_secret, or
-data_dir/link_secret when that is empty; replicas must share it)
-invalidates every link at once.
+The database holds only SHA-256(token), and a link is found by it. Reissuing
+moves to the next generation and revokes the old one. The key is [join]
+link_secret, or data_dir/link_secret when that is empty (replicas must share
+it). Rotating it after a leak: the next mail of each invitation carries its link
+made with the new key, registered then, and revokes the one made with the old
+key; to cut a leaked link off at once, reissue it.
 """
 from __future__ import annotations
 

@@ -15,16 +15,16 @@ from email.utils import formataddr
 from typing import TYPE_CHECKING, Any, Sequence
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.calendar.snapshot import build_event
 from service.db import models as m
 from service.db.engine import Database
-from service.links import LinkKeys
+from service.links import LinkKeys, token_hash
 from service.outbox import GiveUp, Job, RetryLater, enqueue
 from service.settings import Settings
-from service.timeutil import local
+from service.timeutil import local, now
 from service.usecases.base import Actor, UnitOfWork
 
 if TYPE_CHECKING:
@@ -101,11 +101,12 @@ class InvitationMailer:
                         if inv.session_ids is None or str(x.id) in inv.session_ids]
         method = "CANCEL" if meeting.status == "cancelled" else "REQUEST"
         kind = "cancelled" if method == "CANCEL" else ("updated" if inv.mailed_hash else "invited")
-        url = self.keys.url(self.keys.token(inv.id, inv.token_generation))
-        mail, digest = self._compose(kind, method, event, meeting, person, inv, site, sessions, url)
+        token = self.keys.token(inv.id, inv.token_generation)
+        mail, digest = self._compose(kind, method, event, meeting, person, inv, site, sessions, self.keys.url(token))
         if digest == inv.mailed_hash:
             return  # this very copy was sent already
         async with self._sending:
+            await self._register(inv_id, inv.token_generation, token)
             await self._send(mail)
             async with UnitOfWork(self.db, Actor("mailer"), write=True) as uow:
                 row = await uow.session.get(m.Invitation, inv_id)
@@ -114,6 +115,24 @@ class InvitationMailer:
                 uow.audit("mail_sent", "invitation", inv_id, {"kind": kind, "sequence": meeting.sequence,
                                                               "message_id": mail.message_id})
                 await uow.commit()
+
+    async def _register(self, invitation_id: uuid.UUID, generation: int, token: str) -> None:
+        """Make sure the link this mail carries opens: links are found by the hash of their token,
+        and a token is made from the link key. Once the key has been rotated ([join] link_secret),
+        the first mail of each invitation registers its link under the new key and revokes the
+        same generation's link under the old one, so a leaked link stops working with the mail
+        that replaces it."""
+        digest = token_hash(token)
+        async with UnitOfWork(self.db, Actor("mailer"), write=True) as uow:
+            s = uow.session
+            if await s.scalar(select(m.JoinToken.id).where(m.JoinToken.token_hash == digest)) is not None:
+                return
+            await s.execute(update(m.JoinToken).where(
+                m.JoinToken.invitation_id == invitation_id, m.JoinToken.generation == generation,
+                m.JoinToken.revoked_at.is_(None)).values(revoked_at=now()))
+            s.add(m.JoinToken(invitation_id=invitation_id, generation=generation, token_hash=digest))
+            uow.audit("link_rekeyed", "invitation", invitation_id, {"generation": generation})
+            await uow.commit()
 
     async def withdrawn(self, payload: dict[str, Any]) -> None:
         async with self.db.session(write=False) as s:

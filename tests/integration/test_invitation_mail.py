@@ -318,3 +318,31 @@ async def test_the_outbox_lists_unfinished_jobs_of_every_kind_page_by_page(
     assert code == 403, problem
     code, problem = await api.get("/api/v1/outbox?status=lost")
     assert code == 422 and problem["errors"][0]["field"] == "status"
+
+
+async def test_after_the_link_key_is_rotated_the_next_mail_carries_a_link_that_opens_and_the_old_one_is_revoked(
+        api: ApiClient, world: dict[str, Any], smtp_server: SmtpServer, settings: Settings, client: Any,
+        aiohttp_client: Any) -> None:
+    from urllib.parse import urlsplit
+
+    from service.app import create_app
+    from tests.support.http import token_for
+
+    meeting = await a_meeting(api, world)
+    inv = await invite(api, meeting, "Åsa Öberg", "asa@region.example")
+    await settle(api)
+    await client.close()  # the service stops; the operator rotates the key (a link leaked) and starts it again
+
+    rotated = settings.model_copy(update={"join": settings.join.model_copy(
+        update={"link_secret": "roterad nyckel " + secrets.token_urlsafe(32)})})
+    client2 = await aiohttp_client(create_app(rotated))
+    api2 = ApiClient(client2, token_for(rotated, "secretariat", "sekretariatet"))
+    await api2.ok("PATCH", f"/api/v1/meetings/{meeting['id']}", {"title": "Forummöte om hållbar tillväxt (ny titel)"})
+    await settle(api2)
+    first, second = mails(smtp_server)
+    [new_url] = {word for word in second.text.split() if "/j/" in word}
+    assert new_url != inv["join_url"] and inv["join_url"] in first.text
+    async with client2.get(urlsplit(new_url).path) as page:
+        assert page.status == 200
+    async with client2.get(urlsplit(inv["join_url"]).path) as page:
+        assert page.status == 410
