@@ -140,7 +140,7 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         verifier=TokenVerifier(settings, secret),
         directory=make_directory(db, settings.http.public_url),
         meetings=meetings,
-        invitations=Invitations(db, keys),
+        invitations=Invitations(db, keys, timedelta(minutes=settings.join.early_minutes)),
         audit=AuditLog(db),
         calendar=connector,
         calendar_sync=sync,

@@ -123,9 +123,13 @@ class InvitationMailer:
         same generation's link under the old one, so a leaked link stops working with the mail
         that replaces it."""
         digest = token_hash(token)
+        known = select(m.JoinToken.id).where(m.JoinToken.token_hash == digest)
+        async with self.db.session(write=False) as s:
+            if await s.scalar(known) is not None:
+                return  # the usual case: a read, no write transaction
         async with UnitOfWork(self.db, Actor("mailer"), write=True) as uow:
             s = uow.session
-            if await s.scalar(select(m.JoinToken.id).where(m.JoinToken.token_hash == digest)) is not None:
+            if await s.scalar(known) is not None:
                 return
             await s.execute(update(m.JoinToken).where(
                 m.JoinToken.invitation_id == invitation_id, m.JoinToken.generation == generation,

@@ -99,6 +99,10 @@ class PullRules:
             # the meetings this pull may move are taken with it, in the one order all writers use.
             await lock_room_ids(uow.session, {cal.owner_id} | {
                 uuid.UUID(r) for meeting in known.meetings.values() for r in meeting.room_ids})
+            # The room may have left this calendar while the pull read it (its blocks went with it,
+            # `attach_calendar`): nothing of it is written for the room then.
+            if await uow.session.scalar(select(m.Room.calendar_url).where(m.Room.id == cal.owner_id)) != cal.url:
+                return [], 0
         held = [obj for obj in seen if self._in_flight(obj, known, in_flight)]
         seen = [obj for obj in seen if obj not in held]
         moves = [move for obj in seen if (move := await self.changed(uow, cal, obj, known, in_flight)) is not None]

@@ -257,7 +257,8 @@ class CalendarObject(Base):
     # The attendees' PARTSTATs (by lower-case address) in the copy the server holds, as far as we
     # know it: what we last wrote or last read there. A pull takes an RSVP from a client's copy only
     # where it differs from this, so a client's edit of anything else, made on a copy older than an
-    # RSVP given through the service, does not undo that RSVP. None: not known (adopted objects).
+    # RSVP given through the service, does not undo that RSVP. None: not known (an object the push
+    # adopted after a lost answer, or a record from before this column).
     partstats: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (UniqueConstraint("calendar_id", "uid", name="uq_calendar_objects_calendar_uid"),)

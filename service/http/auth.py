@@ -91,8 +91,10 @@ class TokenVerifier:
         if isinstance(roles, str):
             roles = [roles]
         sub = claims["sub"]
-        # The audit trail stores `sub` as who acted (200 characters; PostgreSQL takes no NUL in text).
-        if not isinstance(roles, list) or not isinstance(sub, str) or not 0 < len(sub) <= 200 or "\0" in sub:
+        # The audit trail stores `sub` as who acted (200 characters, text PostgreSQL can store: no
+        # NUL, no lone surrogate).
+        if not isinstance(roles, list) or not isinstance(sub, str) or not 0 < len(sub) <= 200 or "\0" in sub \
+                or not _storable(sub):
             raise Unauthenticated("malformed roles or sub claim")
         actor = Actor(claims["sub"], frozenset(r for r in roles if r in ROLES))
         if self._jwks is None:
@@ -104,6 +106,14 @@ class TokenVerifier:
     def _signing_key(self, token: str) -> Any:
         assert self._jwks is not None
         return self._jwks.get_signing_key_from_jwt(token).key
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def require(actor: Actor, role: str) -> None:

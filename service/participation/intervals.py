@@ -44,24 +44,26 @@ def presence(marks: Iterable[Mark], until: datetime, provider_reports: bool,
     """
     ordered = sorted(marks, key=lambda m: (m.at, 1 if m.kind == "left" else 0))
     spans: list[Interval] = []
-    depth, start, source = 0, None, ""
+    # Present while joins outnumber leaves (`depth`) or a link open has not been ended by a leave.
+    depth, linked, start, source = 0, False, None, ""
     for mark in ordered:
-        if mark.kind == "link_opened" and provider_reports:
+        if mark.kind == "link_opened" and (provider_reports or earliest is not None and mark.at < earliest):
             continue
         if mark.kind in ("joined", "link_opened"):
-            if earliest is not None and mark.at < earliest and mark.kind == "link_opened":
-                continue
-            if depth > 0 and earliest is not None and start is not None and start < earliest <= mark.at:
-                depth = 0  # present since before the meeting, its leave never seen: start afresh
-            if depth == 0:
+            present = depth > 0 or linked
+            if present and earliest is not None and start is not None and start < earliest <= mark.at:
+                depth, linked, present = 0, False, False  # present since before the meeting, its leave never seen
+            if not present:
                 start, source = mark.at, mark.source
-            if mark.kind == "joined" or depth == 0:
+            if mark.kind == "joined":
                 depth += 1
-        elif mark.kind == "left" and depth > 0:
-            depth -= 1
+            else:
+                linked = True
+        elif mark.kind == "left" and (depth > 0 or linked):
+            depth, linked = max(0, depth - 1), False
             if depth == 0 and start is not None:
                 spans.append(Interval(start, min(mark.at, until), source))
-    if depth > 0 and start is not None and (earliest is None or start >= earliest):
+    if (depth > 0 or linked) and start is not None and (earliest is None or start >= earliest):
         spans.append(Interval(start, until, source, estimated=True))
     return merge([s for s in spans if s.end > s.start])
 

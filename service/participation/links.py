@@ -307,7 +307,13 @@ class Links:
         who = Participant(invitation_id=str(link.invitation_id), name=link.name, email=link.email, moderator=False)
         # Made before the open is recorded: a join that gets no video (a conference not ready, a
         # provider that cannot make a personal link) is refused and leaves no trace of presence.
-        url = self.video.personal_url(target.meeting, target.conference, target.conference_status, who)  # type: ignore[arg-type]
+        try:
+            url = self.video.personal_url(target.meeting, target.conference, target.conference_status, who)  # type: ignore[arg-type]
+        except DomainError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one join's failure, not the batch's
+            log.exception("join: making the personal video URL failed")
+            raise NoVideo("no personal video link can be made now; try again in a minute") from exc
         return Opened(target.meeting, target.conference, target.conference_status, who, url)  # type: ignore[arg-type]
 
     async def rsvp(self, token: str, answer: str) -> None:

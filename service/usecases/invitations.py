@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,9 +27,11 @@ async def enqueue_mail(session: Any, invitation_id: uuid.UUID) -> None:
 
 
 class Invitations:
-    def __init__(self, db: Database, links: LinkKeys) -> None:
+    def __init__(self, db: Database, links: LinkKeys, early: timedelta = timedelta(minutes=30)) -> None:
         self.db = db
         self.links = links
+        # How early before its start a meeting's video opens: attendance from then on counts.
+        self.early = early
 
     def _issue(self, uow: UnitOfWork, row: m.Invitation) -> str:
         token = self.links.token(row.id, row.token_generation)
@@ -106,7 +109,7 @@ class Invitations:
 
     async def get(self, invitation_id: uuid.UUID) -> api.InvitationOut:
         async with UnitOfWork(self.db, Actor("reader"), write=False) as uow:
-            row, meeting = await self._load(uow, invitation_id)
+            row, meeting = await self._load(uow, invitation_id, lock=False)
             return views.invitation(row, self._all(meeting))
 
     async def update(self, actor: Actor, invitation_id: uuid.UUID, patch: api.InvitationPatch) -> api.InvitationOut:
@@ -140,24 +143,38 @@ class Invitations:
 
     async def delete(self, actor: Actor, invitation_id: uuid.UUID) -> None:
         async with UnitOfWork(self.db, actor, write=True) as uow:
-            row, meeting = await self._load(uow, invitation_id)
-            if meeting.starts_at <= now() and await uow.session.scalar(
-                    select(m.AttendanceEvent.id).where(m.AttendanceEvent.invitation_id == row.id).limit(1)):
+            row, meeting = await self._load(uow, invitation_id, lock=True)
+            if await uow.session.scalar(select(m.AttendanceEvent.id).where(
+                    m.AttendanceEvent.invitation_id == row.id,
+                    m.AttendanceEvent.at >= meeting.starts_at - self.early).limit(1)):
                 # Attendance is kept whole: withdrawing would take the person's joins and leaves with it.
-                raise Conflict("the meeting has begun and this invitation has attendance on record; it stays "
-                               "so that the record of who took part does")
+                # (A link tried days before counts for nothing, and goes.) The invitation's row is
+                # locked: a join being written now is either seen here or waits for this to end.
+                raise Conflict("this invitation has attendance on record for its meeting; it stays so that "
+                               "the record of who took part does")
             await withdraw_mail(uow.session, row, meeting)
             await uow.session.delete(row)
             await plan_meeting(uow.session, meeting)
             uow.audit("uninvited", "invitation", invitation_id, {"meeting_id": row.meeting_id, "person_id": row.person_id})
             await uow.commit()
 
-    async def _load(self, uow: UnitOfWork, invitation_id: uuid.UUID) -> tuple[m.Invitation, m.Meeting]:
-        row = await uow.session.get(m.Invitation, invitation_id)
+    async def _load(self, uow: UnitOfWork, invitation_id: uuid.UUID,
+                    lock: bool = True) -> tuple[m.Invitation, m.Meeting]:
+        """The invitation and its meeting; for a write (`lock`) the meeting locked and read afresh
+        as in `create`, and the invitation's row locked."""
+        s = uow.session
+        row = await s.get(m.Invitation, invitation_id)
         if row is None:
             raise NotFound(f"no invitation with id {invitation_id}")
-        meeting = (await lock_meetings(uow.session, [row.meeting_id])).get(row.meeting_id)  # as in `create`
-        assert meeting is not None
+        if not lock:
+            meeting = await s.get(m.Meeting, row.meeting_id)
+            assert meeting is not None
+            return row, meeting
+        # The meeting first, then the invitation: the order every write of a meeting takes them in.
+        meeting = (await lock_meetings(s, [row.meeting_id])).get(row.meeting_id)
+        row = await s.get(m.Invitation, invitation_id, with_for_update=True, populate_existing=True)
+        if meeting is None or row is None:
+            raise NotFound(f"no invitation with id {invitation_id}")
         return row, meeting
 
     @staticmethod

@@ -66,11 +66,10 @@ def _moved_whole(zone: str, old: Span, new: Span) -> bool:
     return _wall(new.end, zone) - _wall(new.start, zone) == _wall(old.end, zone) - _wall(old.start, zone)
 
 
-def _carried(meeting: m.Meeting, old: Span, new: Span) -> list[tuple[datetime, datetime]]:
-    """The sessions' times (in order of start) after a move as a whole: the same clock times
-    relative to the meeting's start; one that would fall where the clocks skip or repeat is refused,
-    naming it."""
-    zone = meeting.timezone
+def _carried(meeting: m.Meeting, old: Span, new: Span, zone: str) -> list[tuple[datetime, datetime]]:
+    """The sessions' times (in order of start) after a move as a whole: the same clock times of
+    `zone` relative to the meeting's start; one that would fall where the clocks skip or repeat is
+    refused, naming it."""
     shift = _wall(new.start, zone) - _wall(old.start, zone)
     return [(to_utc(_wall(row.starts_at, zone) + shift, zone, f"sessions.{i}.starts_at"),
              to_utc(_wall(row.ends_at, zone) + shift, zone, f"sessions.{i}.ends_at"))
@@ -360,7 +359,7 @@ class Meetings:
             changed["sessions"] = len(sessions)
         elif moved:
             sessions = None
-            self._sessions_fit(meeting, old, new)
+            self._sessions_fit(meeting, old, new, meeting.timezone)
         if "conference" in given:
             self._set_conference(meeting, patch.conference, changed)
         if not changed:
@@ -375,13 +374,14 @@ class Meetings:
                 self._book(uow, meeting, rooms, new)
             else:
                 await _move_bookings(s, [(meeting.id, new)])
+        old_zone = meeting.timezone
         for name in ("title", "description", "forum_id", "timezone", "room_ids"):
             if name in changed:
                 setattr(meeting, name, changed[name])
         if patch.sessions is not None:
             await self._replace_sessions(uow, meeting, sessions or [])
         elif moved:
-            self._carry_sessions(meeting, old, new)
+            self._carry_sessions(meeting, old, new, old_zone)
         meeting.starts_at, meeting.ends_at = new.start, new.end
         _touched(meeting)
         await s.flush()
@@ -411,7 +411,7 @@ class Meetings:
             old = Span(meeting.starts_at, meeting.ends_at)
             new = _meeting_span(patch.starts_at or old.start, patch.ends_at or old.end, meeting.timezone)
             if new != old:
-                self._sessions_fit(meeting, old, new)
+                self._sessions_fit(meeting, old, new, meeting.timezone)
                 moved.append((meeting, old, new))
         if not moved:
             return 0
@@ -422,7 +422,7 @@ class Meetings:
             await ensure_free_many(s, [Want([rooms[uuid.UUID(r)] for r in meeting.room_ids], new.start, new.end, meeting.id)
                                        for meeting, new in roomed])
         for meeting, old, new in moved:
-            self._carry_sessions(meeting, old, new)
+            self._carry_sessions(meeting, old, new, meeting.timezone)
             meeting.starts_at, meeting.ends_at = new.start, new.end
             _touched(meeting)
             uow.audit("rescheduled", "meeting", meeting.id, {"starts_at": new.start, "ends_at": new.end})
@@ -572,20 +572,23 @@ class Meetings:
         return rows
 
     @staticmethod
-    def _sessions_fit(meeting: m.Meeting, old: Span, new: Span) -> None:
-        """Raise unless the sessions fit the new time: one moved as a whole takes them along (and
-        they must exist there), one resized must still hold them. Changes nothing."""
-        if _moved_whole(meeting.timezone, old, new):
-            _carried(meeting, old, new)
+    def _sessions_fit(meeting: m.Meeting, old: Span, new: Span, zone: str) -> None:
+        """Raise unless the sessions fit the new time: one moved as a whole by the clocks of `zone`
+        (the meeting's, before any change of it) takes them along (and they must exist there), one
+        resized must still hold them. Changes nothing."""
+        if _moved_whole(zone, old, new):
+            _carried(meeting, old, new, zone)
         else:
             for i, row in enumerate(sorted(meeting.sessions, key=lambda r: r.starts_at)):
                 _inside(Span(row.starts_at, row.ends_at), new, f"sessions.{i}.")
 
     @staticmethod
-    def _carry_sessions(meeting: m.Meeting, old: Span, new: Span) -> None:
-        """A meeting moved as a whole takes its sessions along (`_sessions_fit` has checked a resize)."""
-        if _moved_whole(meeting.timezone, old, new):
-            for row, (start, end) in zip(sorted(meeting.sessions, key=lambda r: r.starts_at), _carried(meeting, old, new)):
+    def _carry_sessions(meeting: m.Meeting, old: Span, new: Span, zone: str) -> None:
+        """A meeting moved as a whole takes its sessions along (`_sessions_fit`, given the same
+        `zone`, has checked a resize)."""
+        if _moved_whole(zone, old, new):
+            for row, (start, end) in zip(sorted(meeting.sessions, key=lambda r: r.starts_at),
+                                         _carried(meeting, old, new, zone)):
                 row.starts_at, row.ends_at = start, end
 
     async def _replace_sessions(self, uow: UnitOfWork, meeting: m.Meeting, rows: list[m.Session]) -> None:

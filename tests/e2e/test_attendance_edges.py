@@ -112,3 +112,18 @@ async def test_an_invitation_with_attendance_on_record_cannot_be_withdrawn_once_
                               {"person_id": other["id"], "mode": "remote"})
     status, _ = await api.delete(f"/api/v1/invitations/{invitation['id']}")
     assert status == 204
+
+
+async def test_an_invitation_whose_person_joined_early_cannot_be_withdrawn_and_one_tried_days_before_can(
+        api: ApiClient, world: dict[str, Any], client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    case = await _yesterdays_meeting(api, world, client, "https://video.example.org/forum")
+    # Ten minutes before the start: within the video's early opening, so it counts.
+    assert await _join_at(client, monkeypatch, case["inv"]["join_url"], case["start"] - timedelta(minutes=10)) == 302
+    status, _ = await api.delete(f"/api/v1/invitations/{case['inv']['id']}")
+    assert status == 409
+    other = await api.ok("POST", "/api/v1/people", {"name": "Ingrid Åkesson", "email": "ingrid@region.example"})
+    invitation = await api.ok("POST", f"/api/v1/meetings/{case['meeting']['id']}/invitations",
+                              {"person_id": other["id"], "mode": "remote"})
+    assert await _join_at(client, monkeypatch, invitation["join_url"], case["start"] - timedelta(days=3)) == 302
+    status, _ = await api.delete(f"/api/v1/invitations/{invitation['id']}")
+    assert status == 204

@@ -70,6 +70,7 @@ CASES = [
     ("a token with an empty sub", signed(sub=""), READ, 401),
     ("a token whose sub is longer than the audit trail keeps", signed(sub="å" * 201), WRITE, 401),
     ("a token whose sub holds a NUL", signed(sub="sekretariat\0x"), WRITE, 401),
+    ("a token whose sub holds a lone surrogate", signed(sub="sekretariat\ud800"), WRITE, 401),
     ("a token whose sub is as long as the audit trail keeps", signed(sub="å" * 200), WRITE, 201),
     ("a token whose roles are a number", signed(roles=7), READ, 401),
     ("a token without roles reading", signed(roles=...), READ, 403),

@@ -176,3 +176,14 @@ async def test_a_meeting_over_the_night_the_clocks_go_forward_moves_a_week_on_wi
     status, body = await api.patch(f"/api/v1/meetings/{skipped['id']}",
                                    {"starts_at": "2027-03-27T20:00:00", "ends_at": "2027-03-28T04:00:00"})
     assert status == 422 and "sessions.0.starts_at" in str(body), body
+
+
+async def test_a_move_that_also_changes_the_zone_takes_the_sessions_along(api, world) -> None:
+    meeting = await api.ok("POST", "/api/v1/meetings", meeting_body(
+        world, "Tillväxten", start="2027-03-20T09:00:00", end="2027-03-20T11:00:00", timezone="UTC",
+        sessions=[{"title": "Inledning", "starts_at": "2027-03-20T09:00:00", "ends_at": "2027-03-20T10:00:00"}]))
+    # Two hours on UTC's clocks, three on Stockholm's that night (the clocks go forward at 02:00 CET).
+    moved = await api.ok("PATCH", f"/api/v1/meetings/{meeting['id']}", {
+        "timezone": "Europe/Stockholm", "starts_at": "2027-03-28T00:30:00+00:00", "ends_at": "2027-03-28T02:30:00+00:00"})
+    [session] = moved["sessions"]
+    assert (session["starts_at"], session["ends_at"]) == ("2027-03-28T01:30:00+01:00", "2027-03-28T03:30:00+02:00")

@@ -169,3 +169,27 @@ async def test_our_event_dragged_into_another_rooms_calendar_goes_back_where_it_
     assert (await api.ok("GET", f"/api/v1/meetings/{meeting['id']}"))["room_ids"] == meeting["room_ids"]
     status = await api.ok("GET", "/api/v1/calendars")
     assert all(c["failed_jobs"] == 0 and c["pending_jobs"] == 0 for c in status["items"]), status
+
+
+async def test_a_pull_of_a_calendar_its_room_has_left_writes_no_blocks_for_that_room(
+        api: ApiClient, world: dict[str, Any], calendars: dict[str, str], caldav_server: CaldavServer,
+        client: Any) -> None:
+    from sqlalchemy import select, update
+
+    from service.db import models as m
+    from service.keys import SERVICES
+
+    services = client.app[SERVICES]
+    _board_meeting(caldav_server, calendars["Tillväxten"], "styrelse-1")
+    await settle(api)
+    await api.ok("PATCH", f"/api/v1/rooms/{world['rooms']['Tillväxten']['id']}",
+                 {"calendar_url": caldav_server.new_calendar()})
+    await settle(api)
+    # A pull of the old calendar that had listed it before the room left, as it finishes afterwards.
+    async with services.db.session(write=True) as s:
+        async with s.begin():
+            old = await s.scalar(select(m.Calendar.id).where(m.Calendar.url == calendars["Tillväxten"]))
+            await s.execute(update(m.Calendar).where(m.Calendar.id == old).values(sync_token=None))
+    await services.calendar_sync.sync_one(old)
+    code, body = await _book(api, world, "Tillväxten")
+    assert code == 201, body

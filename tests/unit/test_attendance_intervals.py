@@ -111,3 +111,9 @@ def test_minutes_equal_a_straightforward_reference_for_any_event_order(events, u
     random.Random(len(events)).shuffle(marks)
     got = overlap(presence(marks, at(until), True), at(lo), at(lo + length)).seconds / 60
     assert got == minutes_present_reference(events, until, lo, lo + length)
+
+
+def test_a_join_and_a_leave_recorded_by_hand_after_a_link_open_end_the_presence() -> None:
+    marks = [Mark(at(0), "link_opened", "link"), Mark(at(5), "joined", "manual"), Mark(at(30), "left", "manual")]
+    [span] = presence(marks, at(120), False, at(-30))
+    assert (span.start, span.end, span.estimated) == (at(0), at(30), False)
