@@ -133,6 +133,8 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
     keys = LinkKeys(settings.join.link_secret or kept_secret(settings, "link_secret"), settings.http.public_url)
     sender = make_sender("smtp", **settings.mail.model_dump(exclude={"sender"}))
     mailer = InvitationMailer(db, sender, settings, keys)
+    # How early before its start a meeting's video opens: attendance counts from then on.
+    early = timedelta(minutes=settings.join.early_minutes)
     return Services(
         settings=settings,
         db=db,
@@ -140,7 +142,7 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         verifier=TokenVerifier(settings, secret),
         directory=make_directory(db, settings.http.public_url),
         meetings=meetings,
-        invitations=Invitations(db, keys, timedelta(minutes=settings.join.early_minutes)),
+        invitations=Invitations(db, keys, early),
         audit=AuditLog(db),
         calendar=connector,
         calendar_sync=sync,
@@ -153,6 +155,6 @@ def build_services(settings: Settings, db: Database, secret: str) -> Services:
         link_keys=keys,
         links=Links(db, keys, settings, video),
         video=video,
-        attendance=Attendance(db, video.reporting_presence(), timedelta(minutes=settings.join.early_minutes)),
+        attendance=Attendance(db, video.reporting_presence(), early),
         mail=sender,
     )

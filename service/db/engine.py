@@ -47,6 +47,13 @@ def is_unavailable(exc: BaseException | None) -> bool:
     return False
 
 
+def sqlstate(exc: sa_exc.DBAPIError) -> str | None:
+    """PostgreSQL's SQLSTATE of a driver error, as asyncpg gives it (on the error or its cause);
+    None on SQLite."""
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+
+
 def upsert_insert(dialect: str) -> Any:
     """The dialect's INSERT construct, the one with ON CONFLICT (PostgreSQL's or SQLite's)."""
     return pg_insert if dialect == "postgresql" else sqlite_insert

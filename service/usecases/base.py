@@ -14,7 +14,7 @@ from sqlalchemy import Select, and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.engine import Database, is_unavailable
+from service.db.engine import Database, is_unavailable, sqlstate
 from service.db.models import AuditEntry
 from service.errors import Conflict, Invalid, Unavailable
 
@@ -109,7 +109,7 @@ def raced(exc: IntegrityError) -> Conflict | None:
     A 409 naming the field when the key is known; None for other refusals (the room's exclusion
     constraint is the booking rules' own race, retried where it happens)."""
     orig = exc.orig
-    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    state = sqlstate(exc)
     text = str(orig)
     if state not in _UNIQUE_OR_FOREIGN and not text.startswith(("UNIQUE constraint failed", "FOREIGN KEY constraint failed")):
         return None

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas import api
 from service.calendar.plan import Changed, push_jobs
 from service.db import models as m
-from service.db.engine import Database
+from service.db.engine import Database, sqlstate
 from service.errors import Conflict, Invalid, NotFound, RoomConflict
 from service.timeutil import now, to_utc
 from service.usecases import views
@@ -32,15 +32,10 @@ EXCLUSION_VIOLATION = "23P01"
 RETRYABLE = {"40001", "40P01"}
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
-    orig = exc.orig
-    return getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-
-
 def lost_race(exc: DBAPIError) -> bool:
     """PostgreSQL's word that another transaction won (the room's exclusion constraint, a
     serialization failure, a deadlock): the work may be tried again and then sees the winner."""
-    state = _sqlstate(exc)
+    state = sqlstate(exc)
     return state == EXCLUSION_VIOLATION or state in RETRYABLE
 
 
